@@ -1,0 +1,230 @@
+"""params.yaml, validated: one schema for every stage, with ``-S key.path=value`` overrides.
+
+A bad file ends in one line naming the key path and what is allowed (``CakdError``, exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import CakdError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(Section):
+    name: Literal["digits", "imagefolder", "cifar10", "cifar100", "fashion-mnist"] = "digits"
+    root: str = "data"  # imagefolder: folder with train/ and val/ (or test/); torchvision sets: download dir
+    img_size: int = Field(32, ge=8, le=1024)
+    test_fraction: float = Field(0.25, gt=0, lt=1)  # digits only: fixed stratified split
+    train_per_class: int = Field(0, ge=0)  # 0 = all; else a fixed, seeded per-class subset
+    test_per_class: int = Field(0, ge=0)
+    augment: Literal["pad-crop", "random-resized-crop", "none"] = "pad-crop"
+    hflip: bool = False
+    mixup: float = Field(0.0, ge=0)  # timm Mixup alpha; 0 = off
+    cutmix: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    on_corrupt: Literal["error", "skip"] = "error"
+    num_workers: int = Field(0, ge=0)
+
+
+class ModelParams(Section):
+    model: str
+    pretrained: bool = False  # timm hub weights (needs network on first use)
+    checkpoint: str | None = None  # local weights to start from
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # extra timm kwargs, e.g. {drop_path_rate: 0.1}
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from pipeline.models import available_models
+
+        if name not in available_models():
+            raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+        return name
+
+
+class TrainParams(Section):
+    """The optimisation recipe shared by teacher, baseline and distillation (distill may override)."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    opt: str = "adamw"  # any timm optimizer name
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    sched: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0)
+    grad_clip: float = Field(0.0, ge=0)
+    amp: Literal["auto", "off"] = "auto"  # auto = bf16/fp16 autocast when CUDA is present
+    threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
+
+
+class KDParams(Section):
+    temperature: float = Field(4.0, gt=0)
+    weight: float = Field(1.0, ge=0)  # weight of the KD term; CE on labels has weight 1
+
+
+class DKDParams(Section):
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(8.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    warmup_epochs: int = Field(1, ge=0)  # DKD's linear ramp of its loss weight
+
+
+class FitNetParams(Section):
+    weight: float = Field(100.0, ge=0)
+    stage: int = Field(2, ge=0, le=3)  # which stage's output is matched (hint layer)
+
+
+class OFAParams(Section):
+    eps: float = Field(1.5, gt=0)  # target enhancement exponent (>1 up-weights the true class)
+    temperature: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, ge=0)
+    stages: list[int] = Field(default_factory=lambda: [1, 2, 3])  # stages with a logit-space projector
+
+
+class FBTParams(Section):
+    feature_loss: Literal["infonce", "mse"] = "infonce"  # "mse" = the paper's ablation
+    w_nce: float = Field(1.0, ge=0)  # 0 = "without InfoNCE" ablation
+    w_ofa: float = Field(1.0, ge=0)  # 0 = "without OFA" ablation
+    ofa_eps: float = Field(1.5, gt=0)
+    ofa_temperature: float = Field(1.0, gt=0)
+    nce_tau: float = Field(0.07, gt=0)  # initial temperature (learnable, in log space)
+    nce_tau_min: float = Field(0.01, gt=0)
+    nce_tau_max: float = Field(1.0, gt=0)
+    proj_dim: int = Field(128, ge=8)
+    use_tf: bool = True  # False = "without L(T,F)" ablation
+    detach_assistant: bool = True  # F's knowledge is detached when F teaches S
+    assistant_attention: bool = True  # False = "without the attention stage of F" (L2G without Swin block)
+    l2g_heads: int = Field(4, ge=1)
+    l2g_window: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _tau_range(self) -> FBTParams:
+        if not self.nce_tau_min <= self.nce_tau <= self.nce_tau_max:
+            raise ValueError("need nce_tau_min <= nce_tau <= nce_tau_max")
+        return self
+
+
+class DistillParams(Section):
+    method: Literal["ce", "kd", "dkd", "fitnet", "ofa", "fbt"] = "fbt"
+    epochs: int | None = Field(None, ge=1)  # None = train.epochs
+    lr: float | None = Field(None, gt=0)  # None = train.lr
+    kd: KDParams = Field(default_factory=KDParams)
+    dkd: DKDParams = Field(default_factory=DKDParams)
+    fitnet: FitNetParams = Field(default_factory=FitNetParams)
+    ofa: OFAParams = Field(default_factory=OFAParams)
+    fbt: FBTParams = Field(default_factory=FBTParams)
+
+
+class TRTParams(Section):
+    precision: Literal["fp16", "int8", "fp32"] = "fp16"
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])  # min / opt / max of the profile
+    workspace_mb: int = Field(1024, ge=16)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_sorted(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError("batch sizes must be positive integers")
+        return sorted(v)
+
+
+class ExportParams(Section):
+    opset: int = Field(18, ge=13)
+    atol: float = Field(1e-4, gt=0)  # FP32 parity: max |logit diff| vs PyTorch
+    fp16: bool = False
+    fp16_atol: float = Field(5e-2, gt=0)
+    int8: bool = True
+    calib_images: int = Field(256, ge=1)
+    max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate, top-1 points
+    parity_images: int = Field(256, ge=1)
+    trt: TRTParams = Field(default_factory=TRTParams)
+
+
+class BenchParams(Section):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(50, ge=1)
+    threads: int = Field(2, ge=1)
+    runtimes: list[Literal["torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda", "onnxruntime-int8",
+                           "tensorrt"]] = Field(default_factory=lambda: ["torch", "onnxruntime",
+                                                                        "onnxruntime-int8"])
+    budget_ms: float | None = Field(None, gt=0)
+
+
+class Params(Section):
+    seed: int = 0
+    data: DataParams = Field(default_factory=DataParams)
+    teacher: ModelParams
+    student: ModelParams
+    train: TrainParams = Field(default_factory=TrainParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    bench: BenchParams = Field(default_factory=BenchParams)
+
+
+def apply_override(tree: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` (as in ``dvc exp run -S``); the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise CakdError(f"override '{assignment}' must look like key.path=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise CakdError(f"override '{assignment}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise CakdError(f"override '{assignment}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{path}'"
+    if kind == "missing":
+        return f"missing key '{path}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"'{path}': {msg} (got {first.get('input')!r})"
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise CakdError(f"params file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CakdError(f"params file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise CakdError(f"params file {path} must be a mapping of sections")
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        raise CakdError(f"invalid params in {path}: {_format_error(err)}") from None
+
+
+def fingerprint(*parts: BaseModel | dict | str | int | None) -> str:
+    """A stable hash of settings and input hashes: a checkpoint only resumes a run with the same one."""
+    import hashlib
+    import json
+
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
