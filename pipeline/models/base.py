@@ -1,0 +1,133 @@
+"""A timm classifier seen as ``stem -> 4 stages -> head``: the view the fused assistant is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+Family = Literal["cnn", "attention", "mlp"]
+# How a stage's output tensor is laid out:
+#   "nchw"   CNN feature map (B, C, H, W)
+#   "nhwc"   Swin feature map (B, H, W, C)
+#   "tokens" ViT / MLP tokens (B, prefix + H*W, C); ``num_prefix_tokens`` leading class/register tokens
+Layout = Literal["nchw", "nhwc", "tokens"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model without its training code (saved inside checkpoints)."""
+
+    name: str  # registry name, e.g. "resnet18", "vit_tiny_patch16_224"
+    num_classes: int
+    img_size: int
+    in_chans: int = 3
+    kwargs: dict = field(default_factory=dict)  # extra timm kwargs (drop_path_rate, embed_dim, ...)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "img_size": self.img_size,
+            "in_chans": self.in_chans,
+            "kwargs": dict(self.kwargs),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        return cls(d["name"], int(d["num_classes"]), int(d["img_size"]), int(d.get("in_chans", 3)),
+                   dict(d.get("kwargs", {})))
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """Shape of one stage's output for a single image: layout, channels/width and spatial grid."""
+
+    layout: Layout
+    channels: int
+    grid: tuple[int, int]
+    num_prefix_tokens: int = 0
+
+
+class Head(nn.Module):
+    """Turns the last stage's output into ``(pooled feature, logits)``; ``pool`` is family specific."""
+
+    def __init__(self, pool: nn.Module, classifier: nn.Module, norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.norm = norm if norm is not None else nn.Identity()
+        self.pool = pool
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature = self.pool(self.norm(x))
+        return feature, self.classifier(feature)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    feature: torch.Tensor  # pooled pre-logit feature (B, D): spatially agnostic
+    stage_outputs: list[torch.Tensor]  # the four stage outputs, in order
+
+
+class StagedModel(nn.Module):
+    """A classifier made of named pieces that other models can share: ``stem``, ``stages[0..3]``, ``head``.
+
+    Pieces are the very modules of the timm model they came from (no copies), so a fused assistant
+    that reuses ``stages[3]`` trains (or leaves frozen) the same parameters as this model.
+    ``forward`` returns logits, identical to the timm model's own forward.
+    """
+
+    def __init__(self, spec: ModelSpec, family: Family, stem: nn.Module, stages: list[nn.Module],
+                 head: Head, layout: Layout, num_prefix_tokens: int = 0) -> None:
+        super().__init__()
+        if len(stages) != 4:
+            raise ValueError(f"{spec.name}: expected 4 stages, got {len(stages)}")
+        self.spec = spec
+        self.family: Family = family
+        self.layout: Layout = layout
+        self.num_prefix_tokens = num_prefix_tokens
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.head = head
+        self.stage_shapes: list[StageShape] = self._probe_stage_shapes()
+
+    @property
+    def num_features(self) -> int:
+        return self.head.classifier.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x).logits
+
+    def forward_all(self, x: torch.Tensor) -> ModelOutput:
+        x = self.stem(x)
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        feature, logits = self.head(x)
+        return ModelOutput(logits=logits, feature=feature, stage_outputs=outputs)
+
+    def _probe_stage_shapes(self) -> list[StageShape]:
+        """Run one dummy image through the stages to learn each output's layout and grid."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, self.spec.in_chans, self.spec.img_size, self.spec.img_size)
+            outs = self.forward_all(x).stage_outputs
+        self.train(was_training)
+        return [describe_stage_output(o, self.layout, self.num_prefix_tokens) for o in outs]
+
+
+def describe_stage_output(t: torch.Tensor, layout: Layout, num_prefix_tokens: int) -> StageShape:
+    if layout == "nchw":
+        return StageShape(layout, t.shape[1], (t.shape[2], t.shape[3]))
+    if layout == "nhwc":
+        return StageShape(layout, t.shape[3], (t.shape[1], t.shape[2]))
+    n = t.shape[1] - num_prefix_tokens
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise ValueError(f"token count {n} is not a square grid")
+    return StageShape(layout, t.shape[2], (side, side), num_prefix_tokens)

@@ -1,0 +1,34 @@
+"""MLP-Mixer and ResMLP (timm ``MlpMixer``): patch embedding, blocks split into four groups."""
+
+from __future__ import annotations
+
+from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+from torch import nn
+
+from pipeline.errors import CakdError
+from pipeline.models.base import Head, ModelSpec, StagedModel
+from pipeline.models.pieces import TokenPool, split_in_four
+from pipeline.models.registry import create_timm, is_small_input, register
+
+# timm registers these with patch 16 fixed; small inputs need patch 4, so the same
+# architectures are built from timm's MlpMixer class directly.
+_ARCHS = {
+    "resmlp_12_224": {"num_blocks": 12, "embed_dim": 384, "mlp_ratio": 4, "block_layer": ResBlock,
+                      "norm_layer": Affine},
+    "mixer_s16_224": {"num_blocks": 8, "embed_dim": 512},
+}
+
+
+@register(*_ARCHS)
+def build_mlp_mixer(spec: ModelSpec, pretrained: bool) -> StagedModel:
+    if is_small_input(spec):
+        if pretrained:
+            raise CakdError(f"pretrained weights for '{spec.name}' exist only at 224 px (patch 16)")
+        args = {**_ARCHS[spec.name], **spec.kwargs}
+        net = MlpMixer(num_classes=spec.num_classes, img_size=spec.img_size, in_chans=spec.in_chans,
+                       patch_size=4, **args)
+    else:
+        net = create_timm(spec, pretrained)
+    pool = nn.Sequential(TokenPool(net.global_pool, 0), net.head_drop)
+    head = Head(pool=pool, classifier=net.head, norm=net.norm)
+    return StagedModel(spec, "mlp", net.stem, split_in_four(net.blocks), head, layout="tokens")

@@ -1,0 +1,22 @@
+"""MobileNetV2 (timm ``EfficientNet``): its blocks grouped into four stages by ``feature_info``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipeline.models.base import Head, ModelSpec, StagedModel
+from pipeline.models.registry import create_timm, is_small_input, register
+
+
+@register("mobilenetv2_100", "mobilenetv2_050", "mobilenetv2_140")
+def build_mobilenetv2(spec: ModelSpec, pretrained: bool) -> StagedModel:
+    net = create_timm(spec, pretrained)
+    if is_small_input(spec):
+        net.conv_stem.stride = (1, 1)  # keep resolution for 32 px inputs (CIFAR-style)
+    # feature_info names the block that ends each resolution; the last four are the four stages.
+    ends = [int(info["module"].split(".")[1]) + 1 for info in net.feature_info[-4:]]
+    starts = [0] + ends[:-1]
+    stages = [nn.Sequential(*list(net.blocks)[a:b]) for a, b in zip(starts, ends, strict=True)]
+    stem = nn.Sequential(net.conv_stem, net.bn1)
+    head = Head(pool=net.global_pool, classifier=net.classifier, norm=nn.Sequential(net.conv_head, net.bn2))
+    return StagedModel(spec, "cnn", stem, stages, head, layout="nchw")

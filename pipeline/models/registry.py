@@ -1,0 +1,56 @@
+"""Name -> builder registry (timm style): each family file registers the timm names it can split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import timm
+from torch import nn
+
+from pipeline.errors import CakdError
+from pipeline.models.base import ModelSpec, StagedModel
+
+Builder = Callable[[ModelSpec, bool], StagedModel]
+_BUILDERS: dict[str, Builder] = {}
+
+SMALL_INPUT_MAX = 64  # at or below this size, models get their small-input recipe (patch 4, CIFAR stems)
+
+
+def register(*names: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        for name in names:
+            _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def builder_for(name: str) -> Builder:
+    if name not in _BUILDERS:
+        raise CakdError(f"unknown model '{name}'; available: {', '.join(sorted(_BUILDERS))}")
+    return _BUILDERS[name]
+
+
+def registered_names() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def is_small_input(spec: ModelSpec) -> bool:
+    return spec.img_size <= SMALL_INPUT_MAX
+
+
+def create_timm(spec: ModelSpec, pretrained: bool, **recipe) -> nn.Module:
+    """``timm.create_model`` with the spec's classes/channels; user kwargs win over the recipe's."""
+    kwargs = {**recipe, **spec.kwargs}
+    try:
+        return timm.create_model(spec.name, pretrained=pretrained, num_classes=spec.num_classes,
+                                 in_chans=spec.in_chans, **kwargs)
+    except TypeError as err:
+        raise CakdError(f"model '{spec.name}' does not accept these kwargs {kwargs}: {err}") from None
+    except (OSError, RuntimeError) as err:
+        if pretrained:
+            raise CakdError(
+                f"pretrained weights for '{spec.name}' could not be fetched from the timm/Hugging Face hub "
+                f"({type(err).__name__}); offline, set pretrained: false or point 'checkpoint' at local weights"
+            ) from None
+        raise
