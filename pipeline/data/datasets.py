@@ -1,0 +1,62 @@
+"""The two dataset shapes every source ends up in: uint8 tensors in memory, or image files read per item."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from pipeline.errors import CakdError
+
+
+def read_image(path: Path) -> tuple[Image.Image, bytes]:
+    """Decode the whole file, not just its header, so a truncated image fails here with its name.
+
+    Returns the RGB image and the raw bytes (``prepare`` hashes them).
+    """
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB"), data
+    except UnidentifiedImageError:  # its own text would name the in-memory buffer, not the file
+        raise CakdError(f"corrupt or unreadable image {path} (not an image format PIL recognises)") from None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise CakdError(f"corrupt or unreadable image {path} ({reason})") from None
+
+
+class TensorImageDataset(Dataset):
+    """Images held as one uint8 ``NxCxHxW`` tensor: an item costs only its transforms, no decoding."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
+        self.images = images
+        self.targets = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), self.targets[index]
+
+
+class ImageFileDataset(Dataset):
+    """The files ``prepare`` selected (paths relative to ``root``); a file broken since then names itself."""
+
+    def __init__(self, root: Path, files: list[tuple[str, int]], transform: Callable) -> None:
+        self.root = root
+        self.paths = [rel for rel, _ in files]
+        self.targets = [int(label) for _, label in files]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, _ = read_image(self.root / self.paths[index])
+        return self.transform(pil_to_tensor(image)), self.targets[index]
