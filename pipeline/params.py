@@ -160,7 +160,7 @@ class BenchParams(Section):
 
 
 class Params(Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     data: DataParams = Field(default_factory=DataParams)
     teacher: ModelParams
     student: ModelParams

@@ -1,0 +1,1 @@
+"""One module per pipeline stage / CLI command; stages talk to each other only through files."""
