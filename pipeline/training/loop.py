@@ -42,7 +42,7 @@ class FitResult:
     epochs_run: int  # epochs trained by this process (fewer than planned after a resume)
     seconds_per_epoch: float
     history: list[dict[str, float]] = field(default_factory=list)
-    rank_digests: list[str] = field(default_factory=list)  # one weights hash per DDP rank
+    rank_digests: list[str] = field(default_factory=list)  # hash of the trained weights, one per DDP rank
 
 
 class _TrainStep(nn.Module):
@@ -247,7 +247,7 @@ def fit(
             if runtime.distributed:
                 dist.barrier()
 
-    digests = gather_strings(runtime, weights_digest(distiller))
+    digests = gather_strings(runtime, weights_digest(distiller.student))
     final = {k.removeprefix("test/acc_"): v for k, v in history[-1].items() if k.startswith("test/acc_")} \
         if history else {}
     if runtime.is_main:

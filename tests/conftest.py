@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny but real configuration (bundled digits, small models, few steps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(2)
+
+# Tiny models keep every end-to-end test to seconds on 2 CPU cores.
+TINY_VIT = {"embed_dim": 32, "depth": 4, "num_heads": 2}
+
+
+def tiny_params(**sections: dict) -> dict:
+    params = {
+        "seed": 0,
+        "data": {"name": "digits", "img_size": 16, "train_per_class": 20, "test_per_class": 10},
+        "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT},
+        "student": {"model": "mobilenetv2_050"},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "threads": 1},
+        "distill": {"method": "kd"},
+        "export": {"calib_images": 32, "parity_images": 32},
+        "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1},
+    }
+    for name, values in sections.items():
+        params[name] = {**params.get(name, {}), **values} if isinstance(values, dict) else values
+    return params
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_cakd(*args: str, cwd: Path, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``cakd`` command line in a subprocess (exit codes and stderr as a user sees them)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cakd {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_cakd_here(args: list[str], cwd: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[int, str]:
+    """Run ``cakd`` in this process (fast): returns (exit code, stderr)."""
+    from pipeline.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["cakd", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working folder with a tiny params.yaml and the prepared digits manifest."""
+    write_params(tmp_path / "params.yaml", tiny_params())
+    run_cakd("prepare", cwd=tmp_path, check=True)
+    return tmp_path

@@ -1,0 +1,65 @@
+"""Bad input to any command ends in one clear line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import CakdError
+from pipeline.params import apply_override, load_params
+from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=-1", "'train.epochs': Input should be greater than or equal to 1"),
+        ("teacher.model=vit_gigantic", "'teacher.model': unknown model 'vit_gigantic'"),
+        ("train.batch_size=many", "'train.batch_size': Input should be a valid integer"),
+        ("distill.method=magic", "'distill.method'"),
+        ("data.name=imagenet22k", "'data.name'"),
+        ("train.epoch=3", "unknown key 'train.epoch'"),
+        ("distill.fbt.nce_tau=5", "need nce_tau_min <= nce_tau <= nce_tau_max"),
+    ],
+)
+def test_bad_params_give_one_line_and_exit_2(tmp_path: Path, override: str, expected: str, capsys, monkeypatch
+                                             ) -> None:
+    write_params(tmp_path / "params.yaml", tiny_params())
+    code, err = run_cakd_here(["train-teacher", "-S", override], tmp_path, capsys, monkeypatch)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+
+
+def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", tiny_params())
+    proc = run_cakd("train-teacher", "-S", "train.epochs=0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("cakd: error: invalid params in params.yaml: 'train.epochs'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_params_file_and_yaml_typo(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, err = run_cakd_here(["prepare", "--params", "nope.yaml"], tmp_path, capsys, monkeypatch)
+    assert code == 2 and "params file not found: nope.yaml" in err
+    (tmp_path / "params.yaml").write_text("data: [unclosed\n")
+    code, err = run_cakd_here(["prepare"], tmp_path, capsys, monkeypatch)
+    assert code == 2 and "is not valid YAML" in err
+
+
+def test_overrides_use_dvc_spelling_and_yaml_values(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "params.yaml", tiny_params())
+    params = load_params(path, ["train.lr=0.1", "distill.fbt.use_tf=false", "bench.batch_sizes=[1, 2]",
+                                "teacher.kwargs.depth=8"])
+    assert params.train.lr == 0.1 and params.distill.fbt.use_tf is False
+    assert params.bench.batch_sizes == [1, 2] and params.teacher.kwargs["depth"] == 8
+    with pytest.raises(CakdError, match="must look like key.path=value"):
+        apply_override({}, "train.lr")
+
+
+def test_missing_teacher_checkpoint_is_one_line(project: Path, capsys, monkeypatch) -> None:
+    code, err = run_cakd_here(["distill", "--teacher", "artifacts/teacher/missing.pt"], project, capsys, monkeypatch)
+    assert code == 2
+    assert err.strip() == "cakd: error: model checkpoint not found: artifacts/teacher/missing.pt"
