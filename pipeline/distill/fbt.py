@@ -1,0 +1,104 @@
+"""FBT (Fuse Before Transfer, the paper): a fused assistant F bridges teacher T and student S.
+
+    L = CE(p_S, y) + CE(p_F, y) + L(T,S) + L(T,F) + L(F,S)
+    L(i, j) = w_nce * InfoNCE(f_i, f_j) + w_ofa * OFA(p_j | p_i, y)
+
+f = pooled feature, p = logits. The teacher side i of each pair is detached (T always; F when
+``detach_assistant``). Each ordered pair has its own InfoNCE projection heads (or FeatureMSE when
+``feature_loss: mse``). Ablations: ``use_tf: false`` drops L(T,F), ``w_nce: 0`` / ``w_ofa: 0`` drop a
+term, ``assistant_attention: false`` builds L2G without its Swin block.
+
+F's C-side stem..S3 are exactly the C model's own modules fed the same image, so F continues from that
+model's S3 output instead of running them a second time (same values, same gradients, and BatchNorm
+statistics are updated once per step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.distill.assistant import FusedAssistant, build_fused_assistant
+from pipeline.distill.base import Distiller, one_hot
+from pipeline.distill.losses import FeatureMSE, InfoNCE, ofa_loss
+from pipeline.errors import CakdError
+from pipeline.fileio import load_torch
+from pipeline.models.base import ModelOutput, StagedModel
+from pipeline.params import DistillParams
+
+
+class FBT(Distiller):
+    name = "fbt"
+
+    def __init__(self, student: StagedModel, teacher: StagedModel | None, cfg: DistillParams) -> None:
+        super().__init__(student, teacher, cfg)
+        p = cfg.fbt
+        self.assistant = build_fused_assistant(teacher, student, attention=p.assistant_attention,
+                                               heads=p.l2g_heads, window=p.l2g_window)
+        self.pairs = ["ts", "tf", "fs"] if p.use_tf else ["ts", "fs"]  # (teacher side i, learner j)
+        dims = {"t": teacher.num_features, "s": student.num_features, "f": self.assistant.num_features}
+        self.feature_losses = nn.ModuleDict()
+        if p.w_nce > 0:
+            for i, j in self.pairs:
+                self.feature_losses[i + j] = (
+                    InfoNCE(dims[i], dims[j], p.proj_dim, p.nce_tau, p.nce_tau_min, p.nce_tau_max)
+                    if p.feature_loss == "infonce" else FeatureMSE(dims[i], dims[j]))
+
+    def extra_modules(self) -> nn.Module:
+        """L2G and the loss heads; F's other pieces belong to the student or the (frozen) teacher."""
+        return nn.ModuleDict({"l2g": self.assistant.l2g, "feature_losses": self.feature_losses})
+
+    def assistant_outputs(self, image: Tensor, s_out: ModelOutput, t_out: ModelOutput | None = None
+                          ) -> tuple[Tensor, Tensor]:
+        """F's (feature, logits), continuing from the C model's own S3 output (see the module doc)."""
+        if self.assistant.c_role == "student":
+            return self.assistant.fuse(s_out.stage_outputs[2])
+        t_out = t_out if t_out is not None else self.teacher_outputs(image)
+        return self.assistant.fuse(t_out.stage_outputs[2])
+
+    def forward_train(self, image: Tensor, target: Tensor, *, epoch: float = 0.0
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self.cfg.fbt
+        t_out = self.teacher_outputs(image)  # no grad
+        s_out = self.student.forward_all(image)
+        f_feature, f_logits = self.assistant_outputs(image, s_out, t_out)
+        knowledge = {"t": (t_out.feature, t_out.logits), "s": (s_out.feature, s_out.logits),
+                     "f": (f_feature, f_logits)}
+        y = one_hot(target, s_out.logits.shape[1])
+        losses = {"ce_student": F.cross_entropy(s_out.logits, target),
+                  "ce_assistant": F.cross_entropy(f_logits, target)}
+        feature_name = "nce" if p.feature_loss == "infonce" else "mse"
+        for i, j in self.pairs:
+            f_i, p_i = knowledge[i]
+            if i == "t" or (i == "f" and p.detach_assistant):
+                f_i, p_i = f_i.detach(), p_i.detach()
+            f_j, p_j = knowledge[j]
+            if p.w_nce > 0:
+                losses[f"{feature_name}_{i}{j}"] = p.w_nce * self.feature_losses[i + j](f_i, f_j)
+            if p.w_ofa > 0:
+                losses[f"ofa_{i}{j}"] = p.w_ofa * ofa_loss(p_j, p_i, y, p.ofa_eps, p.ofa_temperature)
+        return s_out.logits, losses
+
+    def eval_logits(self, image: Tensor) -> dict[str, Tensor]:
+        s_out = self.student.forward_all(image)
+        return {"student": s_out.logits, "assistant": self.assistant_outputs(image, s_out)[1]}
+
+
+def load_assistant(extras_path: Path, teacher: StagedModel, student: StagedModel) -> FusedAssistant | None:
+    """Rebuild the trained assistant from ``extras.pt`` (its L2G) and the two models; None if not FBT."""
+    extras = load_torch(extras_path, "distillation extras")
+    if extras.get("method") != "fbt":
+        return None
+    for role, model in (("teacher", teacher), ("student", student)):
+        if extras[role]["name"] != model.spec.name:
+            raise CakdError(f"{extras_path} was trained with {role} {extras[role]['name']}, "
+                            f"not {model.spec.name}")
+    p = DistillParams.model_validate(extras["distill"]).fbt
+    assistant = build_fused_assistant(teacher, student, attention=p.assistant_attention, heads=p.l2g_heads,
+                                      window=p.l2g_window)
+    prefix = "l2g."
+    assistant.l2g.load_state_dict({k[len(prefix):]: v for k, v in extras["state_dict"].items()
+                                   if k.startswith(prefix)})
+    return assistant.eval()

@@ -1,0 +1,23 @@
+"""KD (Hinton et al. 2015): CE on the labels + weight * KL between temperature-softened logits * t^2."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.distill.base import Distiller
+from pipeline.distill.losses import kd_loss
+
+
+class KD(Distiller):
+    name = "kd"
+
+    def forward_train(self, image: Tensor, target: Tensor, *, epoch: float = 0.0
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self.cfg.kd
+        logits = self.student(image)
+        teacher_logits = self.teacher_outputs(image).logits
+        return logits, {
+            "ce": F.cross_entropy(logits, target),
+            "kd": p.weight * kd_loss(logits, teacher_logits, p.temperature),
+        }

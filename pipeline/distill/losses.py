@@ -1,0 +1,117 @@
+"""The distillation losses, as plain functions and small modules (all computed in float32).
+
+``kd_loss`` (Hinton), ``dkd_loss`` (decoupled KD), ``ofa_loss`` (One-for-All's adaptive target
+enhancement), ``InfoNCE`` (batch-wise, spatially agnostic feature alignment with a learnable temperature)
+and ``FeatureMSE`` (the paper's "MSE instead of InfoNCE" ablation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(p_T / t) || softmax(p_S / t)) * t^2, averaged over the batch."""
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * t * t
+
+
+def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, beta: float,
+             temperature: float) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, each a KL times t^2, batch mean.
+
+    TCKD compares the binary (target, all others) probabilities; NCKD the distributions over the
+    non-target classes only. ``labels`` are class indices (B,).
+    """
+    t = temperature
+    s, te = student_logits.float() / t, teacher_logits.float() / t
+    gt = F.one_hot(labels, s.shape[1]).bool()
+    p_s, p_t = s.softmax(dim=1), te.softmax(dim=1)
+    b_s = torch.stack([p_s[gt], 1 - p_s[gt]], dim=1).clamp_min(1e-12)
+    b_t = torch.stack([p_t[gt], 1 - p_t[gt]], dim=1).clamp_min(1e-12)
+    tckd = F.kl_div(b_s.log(), b_t, reduction="batchmean") * t * t
+    # mask the target class out of both softmaxes (a large finite offset, as in mdistiller: -inf gives NaN)
+    log_q_s = F.log_softmax(s - 1000.0 * gt, dim=1)
+    q_t = F.softmax(te - 1000.0 * gt, dim=1)
+    nckd = F.kl_div(log_q_s, q_t, reduction="batchmean") * t * t
+    return alpha * tckd + beta * nckd
+
+
+def ofa_loss(student_logits: Tensor, teacher_logits: Tensor, y_onehot: Tensor, eps: float,
+             temperature: float = 1.0) -> Tensor:
+    """OFA (Hao et al. 2023): mean over batch of sum_c -((q_T + y)^eps - y) * log q_S."""
+    log_q_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    q_t = F.softmax(teacher_logits.float() / temperature, dim=1)
+    y = y_onehot.float()
+    weight = (q_t + y).pow(eps) - y
+    return (-weight * log_q_s).sum(dim=1).mean()
+
+
+def info_nce(z_i: Tensor, z_j: Tensor, tau: Tensor | float) -> Tensor:
+    """Symmetric InfoNCE between two batches of L2-normalised embeddings: row k of each is a positive
+    pair, the other rows of the batch are negatives; both directions averaged."""
+    logits = z_j @ z_i.t() / tau  # (B_j, B_i): learner sample k against every teacher-side sample
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def pool_features(x: Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> Tensor:
+    """Global average over spatial positions (the "spatial smoothing" before InfoNCE): any order of the
+    positions gives the same vector."""
+    if layout == "nchw":
+        return x.flatten(2).mean(dim=2)
+    if layout == "nhwc":
+        return x.flatten(1, 2).mean(dim=1)
+    return x[:, num_prefix_tokens:].mean(dim=1)
+
+
+class InfoNCE(nn.Module):
+    """InfoNCE between pooled features f_i (teacher side) and f_j (learner): each side gets its own
+    linear projection head to ``proj_dim``, then L2 normalisation; similarities / tau.
+
+    tau is learnable in log space and kept in [tau_min, tau_max]: the parameter itself is clamped
+    before each use (as CLIP does with its logit scale), so it never drifts out of range.
+    """
+
+    def __init__(self, dim_i: int, dim_j: int, proj_dim: int = 128, tau: float = 0.07,
+                 tau_min: float = 0.01, tau_max: float = 1.0) -> None:
+        super().__init__()
+        if not 0 < tau_min <= tau <= tau_max:
+            raise ValueError(f"need 0 < tau_min <= tau <= tau_max, got {tau_min}, {tau}, {tau_max}")
+        self.head_i = nn.Linear(dim_i, proj_dim)
+        self.head_j = nn.Linear(dim_j, proj_dim)
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
+        self.log_tau_min, self.log_tau_max = math.log(tau_min), math.log(tau_max)
+
+    @property
+    def tau(self) -> Tensor:
+        return self.log_tau.detach().clamp(self.log_tau_min, self.log_tau_max).exp()
+
+    def embed(self, f_i: Tensor, f_j: Tensor) -> tuple[Tensor, Tensor]:
+        z_i = F.normalize(self.head_i(f_i).float(), dim=1)
+        z_j = F.normalize(self.head_j(f_j).float(), dim=1)
+        return z_i, z_j
+
+    def forward(self, f_i: Tensor, f_j: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.log_tau.clamp_(self.log_tau_min, self.log_tau_max)
+        z_i, z_j = self.embed(f_i, f_j)
+        return info_nce(z_i, z_j, self.log_tau.exp())
+
+
+class FeatureMSE(nn.Module):
+    """The ablation "MSE instead of InfoNCE": the learner's pooled feature, linearly projected to the
+    teacher side's width, regressed onto it (the teacher side is detached by the caller)."""
+
+    def __init__(self, dim_i: int, dim_j: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_j, dim_i)
+
+    def forward(self, f_i: Tensor, f_j: Tensor) -> Tensor:
+        return F.mse_loss(self.proj(f_j).float(), f_i.float())

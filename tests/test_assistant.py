@@ -1,0 +1,164 @@
+"""The fused assistant: which pieces it takes from whom, that they are shared (not copied), that
+gradients reach the student through it while the teacher stays untouched, and L2G's size and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.distill import build_distiller
+from pipeline.distill.assistant import build_fused_assistant
+from pipeline.errors import CakdError
+from pipeline.models import ModelSpec, create_model
+from pipeline.models.base import StagedModel, StageShape
+from pipeline.params import DistillParams
+
+torch.set_num_threads(1)
+
+TINY = {  # small widths/depths so that every pair runs in well under a second on a CPU
+    "resnet18": {}, "resnet10t": {}, "mobilenetv2_050": {},
+    "convnext_atto": {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)},
+    "vit_tiny_patch16_224": {"embed_dim": 64, "depth": 4, "num_heads": 2},
+    "deit_tiny_patch16_224": {"embed_dim": 48, "depth": 4, "num_heads": 2},
+    "swin_tiny_patch4_window7_224": {"embed_dim": 32, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8)},
+    "resmlp_12_224": {"embed_dim": 64, "num_blocks": 4},
+    "mixer_s16_224": {"embed_dim": 64, "num_blocks": 4},
+}
+IMG = 16
+
+
+def tiny(name: str, classes: int = 5, img: int = IMG) -> StagedModel:
+    return create_model(ModelSpec(name, classes, img, kwargs=TINY[name]))
+
+
+# (teacher, student, who gives stem+S1..S3, who gives S4+head)
+PAIRS = [
+    ("vit_tiny_patch16_224", "resnet18", "student", "teacher"),
+    ("swin_tiny_patch4_window7_224", "resnet18", "student", "teacher"),
+    ("vit_tiny_patch16_224", "mobilenetv2_050", "student", "teacher"),
+    ("convnext_atto", "deit_tiny_patch16_224", "teacher", "student"),
+    ("convnext_atto", "resmlp_12_224", "teacher", "student"),
+    ("convnext_atto", "mixer_s16_224", "teacher", "student"),
+    ("resnet18", "resnet10t", "student", "teacher"),  # homogeneous CNN pair
+    ("swin_tiny_patch4_window7_224", "vit_tiny_patch16_224", "student", "teacher"),  # both attention
+]
+F_LOSSES = ("ce_assistant", "nce_tf", "ofa_tf")  # the losses that only reach the student through F
+
+
+@pytest.mark.parametrize(("t_name", "s_name", "c_role", "a_role"), PAIRS)
+def test_assistant_is_built_from_the_pair_own_modules(t_name: str, s_name: str, c_role: str, a_role: str
+                                                      ) -> None:
+    torch.manual_seed(0)
+    teacher, student = tiny(t_name), tiny(s_name)
+    fused = build_fused_assistant(teacher, student)
+    c, a = {"teacher": teacher, "student": student}[c_role], {"teacher": teacher, "student": student}[a_role]
+    assert (fused.c_role, fused.a_role) == (c_role, a_role)
+    assert fused.stem is c.stem and fused.head is a.head and fused.stage4 is a.stages[3]
+    assert all(fused.stages[k] is c.stages[k] for k in range(3))
+    homogeneous = (teacher.family == "cnn") == (student.family == "cnn")
+    assert (fused.l2g.block is None) == homogeneous  # a plain projector between models of one kind
+
+    # L2G hands S4_A exactly the tensor shape it gets inside A (token grid, width, prefix tokens)
+    x = torch.randn(4, 3, IMG, IMG)
+    fused.eval()
+    c_out = c.forward_all(x)
+    with torch.no_grad():
+        a_in = a.stem(x)
+        for stage in a.stages[:3]:
+            a_in = stage(a_in)
+        assert fused.l2g(c_out.stage_outputs[2]).shape == a_in.shape
+        # F continues from C's own S3 output: the distillers' shortcut gives F's full forward exactly
+        feature, logits = fused(x)
+        assert torch.allclose(fused.fuse(c_out.stage_outputs[2])[1], logits, atol=1e-5)
+    assert feature.shape == (4, a.num_features) and logits.shape == (4, 5)
+
+    fused.train()
+    _, logits = fused(x)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in fused.l2g.parameters())
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), [(t, s) for t, s, *_ in PAIRS[:7]])
+def test_fbt_step_trains_student_through_the_assistant_and_never_touches_the_teacher(t_name: str,
+                                                                                    s_name: str) -> None:
+    torch.manual_seed(0)
+    teacher, student = tiny(t_name), tiny(s_name)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = build_distiller("fbt", student, teacher, DistillParams(method="fbt"))
+    distiller.train()
+    fused = distiller.assistant
+    x, y = torch.randn(6, 3, IMG, IMG), torch.randint(0, 5, (6,))
+
+    # the F-path losses alone: the student's pieces inside F get a gradient, its other pieces none
+    _, losses = distiller.forward_train(x, y)
+    sum(losses[k] for k in F_LOSSES).backward()
+    in_f = fused.stages if fused.c_role == "student" else torch.nn.ModuleList([fused.stage4, fused.head])
+    not_in_f = student.stages[3] if fused.c_role == "student" else student.stages[0]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in in_f.parameters())
+    assert all(p.grad is None for p in not_in_f.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+    # one optimiser step on the whole FBT loss
+    student_before = [p.detach().clone() for p in in_f.parameters()]
+    opt = torch.optim.SGD(distiller.trainable_parameters(), lr=0.1)
+    opt.zero_grad()
+    _, losses = distiller.forward_train(x, y)
+    sum(losses.values()).backward()
+    opt.step()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():  # weights and BatchNorm statistics, bit for bit
+        assert torch.equal(v, teacher_before[k]), k
+    assert any(not torch.equal(p, q) for p, q in zip(in_f.parameters(), student_before, strict=True))
+    assert not teacher.training and not any(m.training for m in teacher.modules())
+
+
+def test_teacher_pieces_stay_in_eval_mode_inside_the_assistant() -> None:
+    teacher, student = tiny("vit_tiny_patch16_224"), tiny("resnet18")
+    fused = build_fused_assistant(teacher, student)
+    fused.train()
+    assert not fused.head.training and not any(m.training for m in fused.stage4.modules())
+    assert fused.l2g.training and all(s.training for s in fused.stages)
+
+
+def test_without_attention_stage_is_the_same_l2g_minus_the_swin_block() -> None:
+    teacher, student = tiny("swin_tiny_patch4_window7_224"), tiny("resnet18")
+    with_block = build_fused_assistant(teacher, student, attention=True)
+    without = build_fused_assistant(teacher, student, attention=False)
+    assert with_block.l2g.block is not None and without.l2g.block is None
+    block_params = sum(p.numel() for p in with_block.l2g.block.parameters())
+    assert with_block.num_new_parameters - without.num_new_parameters == block_params
+    assert without(torch.randn(2, 3, IMG, IMG))[1].shape == (2, 5)
+
+
+def test_non_integer_grid_ratio_is_resampled() -> None:
+    teacher, student = tiny("vit_tiny_patch16_224", img=24), tiny("mobilenetv2_050", img=24)
+    fused = build_fused_assistant(teacher, student)  # MobileNetV2 S3 is 3x3, the ViT grid 6x6
+    assert student.stage_shapes[2].grid == (3, 3) and teacher.stage_shapes[2].grid == (6, 6)
+    assert fused.l2g.resample == (6, 6)
+    assert fused(torch.randn(2, 3, 24, 24))[1].shape == (2, 5)
+
+
+@pytest.mark.parametrize("teacher_name", ["vit_small_patch16_224", "swin_tiny_patch4_window7_224"])
+def test_l2g_adds_at_most_ten_percent_of_a_resnet18_student(teacher_name: str) -> None:
+    student = create_model(ModelSpec("resnet18", 100, 32))
+    teacher = create_model(ModelSpec(teacher_name, 100, 32))
+    fused = build_fused_assistant(teacher, student)
+    ratio = fused.num_new_parameters / sum(p.numel() for p in student.parameters())
+    print(f"L2G {teacher_name} -> resnet18 at 32 px: {fused.num_new_parameters} params, {ratio:.1%}")
+    assert fused.l2g.block is not None and ratio <= 0.10
+
+
+def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
+    families = r"supported families: convolutional.*attention.*MLP"
+    teacher, student = tiny("vit_tiny_patch16_224"), tiny("resnet18")
+    student.family = "rnn"
+    with pytest.raises(CakdError, match=rf"the student resnet18 is of family 'rnn'; {families}"):
+        build_fused_assistant(teacher, student)
+    with pytest.raises(CakdError, match=rf"predict 10 and 5 classes; {families}"):
+        build_fused_assistant(tiny("vit_tiny_patch16_224", classes=10), tiny("resnet18"))
+    # a token-mixing MLP takes exactly its own token count: a wrong grid is caught when F is built
+    teacher, student = tiny("convnext_atto"), tiny("mixer_s16_224")
+    student.stage_shapes[2] = StageShape("tokens", 64, (3, 3))
+    with pytest.raises(CakdError, match=r"cannot fuse teacher convnext_atto -> student mixer_s16_224: .*fails"):
+        build_fused_assistant(teacher, student)

@@ -1,0 +1,181 @@
+"""Every method behind the one interface: finite named losses, a working backward, the right parameters
+to train, the frozen teacher, and FBT's ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.distill import METHODS, build_distiller
+from pipeline.distill.base import to_nchw
+from pipeline.distill.losses import dkd_loss, kd_loss
+from pipeline.errors import CakdError
+from pipeline.models import ModelSpec, create_model
+from pipeline.models.base import StagedModel
+from pipeline.params import DistillParams, FBTParams
+
+torch.set_num_threads(1)
+
+TINY = {
+    "mobilenetv2_050": {},
+    "convnext_atto": {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)},
+    "vit_tiny_patch16_224": {"embed_dim": 64, "depth": 4, "num_heads": 2},
+    "deit_tiny_patch16_224": {"embed_dim": 48, "depth": 4, "num_heads": 2},
+    "swin_tiny_patch4_window7_224": {"embed_dim": 32, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8)},
+    "resmlp_12_224": {"embed_dim": 64, "num_blocks": 4},
+}
+CLASSES, IMG = 5, 16
+# a CNN student under an attention teacher, an attention student under a CNN teacher, attention -> MLP
+PAIRS = [("vit_tiny_patch16_224", "mobilenetv2_050"), ("convnext_atto", "deit_tiny_patch16_224"),
+         ("swin_tiny_patch4_window7_224", "resmlp_12_224")]
+EXPECTED_LOSSES = {
+    "ce": {"ce"}, "kd": {"ce", "kd"}, "dkd": {"ce", "dkd"}, "fitnet": {"ce", "fitnet"},
+    "ofa": {"ce", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_logits"},
+    "fbt": {"ce_student", "ce_assistant", "nce_ts", "ofa_ts", "nce_tf", "ofa_tf", "nce_fs", "ofa_fs"},
+}
+
+
+def tiny(name: str, classes: int = CLASSES, img: int = IMG) -> StagedModel:
+    return create_model(ModelSpec(name, classes, img, kwargs=TINY[name]))
+
+
+def batch(soft: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = torch.randn(6, 3, IMG, IMG), torch.randint(0, CLASSES, (6,))
+    if soft:  # a mixup-like target: two classes blended
+        y = 0.7 * F.one_hot(y, CLASSES).float() + 0.3 * F.one_hot(y.roll(1), CLASSES).float()
+    return x, y
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard-labels", "soft-targets"])
+@pytest.mark.parametrize(("t_name", "s_name"), PAIRS)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_returns_finite_named_losses_and_backpropagates(method: str, t_name: str, s_name: str,
+                                                               soft: bool) -> None:
+    torch.manual_seed(0)
+    student, teacher = tiny(s_name), tiny(t_name)
+    distiller = build_distiller(method, student, teacher, DistillParams(method=method))
+    distiller.train()
+    x, y = batch(soft)
+    logits, losses = distiller.forward_train(x, y, epoch=0.5)
+    assert logits.shape == (6, CLASSES) and set(losses) == EXPECTED_LOSSES[method]
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    params = distiller.trainable_parameters()
+    assert sum(p.grad is not None for p in params) > len(params) // 2
+    assert all(p.grad is None for p in teacher.parameters())
+    distiller.eval()
+    with torch.no_grad():
+        reported = distiller.eval_logits(x)
+        assert torch.allclose(reported["student"], distiller(x)) and torch.allclose(distiller(x), student(x))
+    assert set(reported) == ({"student", "assistant"} if method == "fbt" else {"student"})
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_trainable_parameters_are_student_plus_extras_once_and_never_the_teacher(method: str) -> None:
+    student, teacher = tiny("deit_tiny_patch16_224"), tiny("convnext_atto")
+    distiller = build_distiller(method, student, teacher, DistillParams(method=method))
+    params = distiller.trainable_parameters()
+    ids = [id(p) for p in params]
+    assert len(ids) == len(set(ids))
+    assert not set(ids) & {id(p) for p in teacher.parameters()}
+    extra = distiller.extra_modules()
+    expected = {id(p) for p in student.parameters()} | ({id(p) for p in extra.parameters()} if extra else set())
+    assert set(ids) == expected
+    assert distiller.num_extra_parameters() == (sum(p.numel() for p in extra.parameters()) if extra else 0)
+    distiller.train()
+    assert student.training
+    if method == "ce":  # the student alone: a teacher passed in is not held (nor frozen)
+        assert distiller.teacher is None
+        return
+    assert not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_ce_needs_no_teacher_and_every_other_method_does() -> None:
+    distiller = build_distiller("ce", tiny("mobilenetv2_050"), None)
+    _, losses = distiller(*batch())  # with a target, forward is the training step (what DDP wraps)
+    assert set(losses) == {"ce"}
+    for method in set(METHODS) - {"ce"}:
+        with pytest.raises(CakdError, match=f"'{method}' needs a teacher"):
+            build_distiller(method, tiny("mobilenetv2_050"), None)
+    with pytest.raises(CakdError, match="unknown distillation method 'crd'"):
+        build_distiller("crd", tiny("mobilenetv2_050"), None)
+    with pytest.raises(CakdError, match="predicts 10 classes"):
+        build_distiller("kd", tiny("mobilenetv2_050"), tiny("convnext_atto", classes=10))
+
+
+def test_kd_and_dkd_are_their_loss_functions_with_dkd_warming_up() -> None:
+    torch.manual_seed(0)
+    student, teacher = tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224")
+    x, y = batch()
+    kd = build_distiller("kd", student, teacher, DistillParams(method="kd"))
+    kd.eval()  # deterministic student logits
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+        assert torch.allclose(kd.forward_train(x, y)[1]["kd"], kd_loss(s, t, 4.0))
+        cfg = DistillParams(method="dkd", dkd={"warmup_epochs": 4})
+        dkd = build_distiller("dkd", student, teacher, cfg).eval()
+        full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
+        for epoch, factor in ((0.0, 0.0), (1.0, 0.25), (3.0, 0.75), (9.5, 1.0)):
+            assert torch.allclose(dkd.forward_train(x, y, epoch=epoch)[1]["dkd"], factor * full)
+
+
+def test_fitnet_matches_resized_projected_student_map_to_teacher_map() -> None:
+    torch.manual_seed(0)
+    student, teacher = tiny("mobilenetv2_050"), tiny("swin_tiny_patch4_window7_224")
+    cfg = DistillParams(method="fitnet", fitnet={"stage": 1, "weight": 2.0})
+    distiller = build_distiller("fitnet", student, teacher, cfg).eval()
+    x, y = batch()
+    with torch.no_grad():
+        hint = to_nchw(teacher.forward_all(x).stage_outputs[1], teacher.stage_shapes[1])  # NHWC -> NCHW
+        s_map = to_nchw(student.forward_all(x).stage_outputs[1], student.stage_shapes[1])
+        s_map = F.interpolate(s_map, size=hint.shape[-2:], mode="bilinear", align_corners=False)
+        expected = 2.0 * F.mse_loss(distiller.regressor(s_map), hint)
+        assert torch.allclose(distiller.forward_train(x, y)[1]["fitnet"], expected, atol=1e-6)
+
+
+def test_ofa_stages_are_validated() -> None:
+    cfg = DistillParams(method="ofa", ofa={"stages": [0, 4]})
+    with pytest.raises(CakdError, match="0-based stage indices in 0..3"):
+        build_distiller("ofa", tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224"), cfg)
+
+
+def test_teacher_at_another_resolution_sees_a_resized_batch() -> None:
+    student, teacher = tiny("mobilenetv2_050"), tiny("convnext_atto", img=32)
+    distiller = build_distiller("kd", student, teacher, DistillParams(method="kd"))
+    _, losses = distiller.forward_train(*batch())
+    assert torch.isfinite(losses["kd"])
+
+
+def fbt(**switches) -> tuple:
+    torch.manual_seed(0)
+    student, teacher = tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224")
+    distiller = build_distiller("fbt", student, teacher, DistillParams(method="fbt", fbt=FBTParams(**switches)))
+    distiller.train()
+    return distiller, distiller.forward_train(*batch())[1]
+
+
+@pytest.mark.parametrize(("switches", "dropped", "added"), [
+    ({"use_tf": False}, {"nce_tf", "ofa_tf"}, set()),
+    ({"w_nce": 0.0}, {"nce_ts", "nce_tf", "nce_fs"}, set()),
+    ({"w_ofa": 0.0}, {"ofa_ts", "ofa_tf", "ofa_fs"}, set()),
+    ({"feature_loss": "mse"}, {"nce_ts", "nce_tf", "nce_fs"}, {"mse_ts", "mse_tf", "mse_fs"}),
+    ({"assistant_attention": False}, set(), set()),
+])
+def test_fbt_ablation_switches(switches: dict, dropped: set, added: set) -> None:
+    distiller, losses = fbt(**switches)
+    assert set(losses) == (EXPECTED_LOSSES["fbt"] - dropped) | added
+    assert set(distiller.feature_losses) == ({k.split("_")[1] for k in losses if k[:3] in ("nce", "mse")})
+    assert (distiller.assistant.l2g.block is None) == (switches.get("assistant_attention") is False)
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_fbt_detach_assistant_decides_whether_f_learns_from_s(detach: bool) -> None:
+    distiller, losses = fbt(detach_assistant=detach)
+    (losses["nce_fs"] + losses["ofa_fs"]).backward()
+    l2g_grads = [p.grad for p in distiller.assistant.l2g.parameters()]
+    assert all(g is None for g in l2g_grads) if detach else any(g is not None for g in l2g_grads)
+    student_grads = [p.grad for p in distiller.student.stages[3].parameters()]
+    assert any(g is not None for g in student_grads)  # S always learns from F
