@@ -7,6 +7,7 @@ spelling as ``dvc exp run -S``). Bad input ends with one line on stderr and exit
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,53 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
     stage.run(_params(params, overrides), data, teacher, out, resume)
+
+
+@app.command()
+def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
+             teacher: Path = Path("artifacts/teacher/model.pt"), baseline: Path = Path("artifacts/baseline/model.pt"),
+             student: Path = Path("artifacts/student/model.pt"),
+             extras: Annotated[Path | None, typer.Option(help="the student run's extras.pt: its FBT assistant "
+                                                         "is evaluated too")] = None,
+             out: Path = Path("artifacts/eval")) -> None:
+    """Top-1/top-5, per-class accuracy, calibration and confusion matrices; the gain over the baseline."""
+    from pipeline.stages import evaluate as stage
+
+    stage.run(_params(params, set_), data, teacher, baseline, student, extras, out)
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    trt = "trt"
+
+
+@app.command()
+def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
+           checkpoint: Path = Path("artifacts/student/model.pt"), out: Path = Path("artifacts/export"),
+           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (TensorRT engine)")]
+           = ExportFormat.onnx,
+           fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="also an FP16 ONNX "
+                                                     "(default: export.fp16)")] = None,
+           int8: Annotated[bool | None, typer.Option("--int8/--no-int8", help="also a static INT8 (QDQ) ONNX, "
+                                                     "accuracy-gated (default: export.int8)")] = None) -> None:
+    """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
+    from export.commands import export_command
+
+    cfg = _params(params, set_)
+    export_command(cfg, checkpoint, data, out, format_.value, cfg.export.fp16 if fp16 is None else fp16,
+                   cfg.export.int8 if int8 is None else int8)
+
+
+@app.command("bench-latency")
+def bench_latency(models: Annotated[list[Path], typer.Argument(help="checkpoints (.pt) and/or ONNX files")],
+                  params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
+                  data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
+                  = None,
+                  out: Path = Path("artifacts/bench")) -> None:
+    """Latency (p50/p90/p99), throughput, size and accuracy of several models across runtimes."""
+    from export.commands import bench_latency_command
+
+    bench_latency_command(_params(params, set_), models, out, data)
 
 
 def main() -> None:

@@ -45,17 +45,6 @@ class FitResult:
     rank_digests: list[str] = field(default_factory=list)  # hash of the trained weights, one per DDP rank
 
 
-class _TrainStep(nn.Module):
-    """Routes ``forward`` to ``forward_train`` so DistributedDataParallel can wrap any distiller."""
-
-    def __init__(self, distiller: nn.Module) -> None:
-        super().__init__()
-        self.distiller = distiller
-
-    def forward(self, images: torch.Tensor, targets: torch.Tensor, epoch: float):
-        return self.distiller.forward_train(images, targets, epoch=epoch)
-
-
 def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
     return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
@@ -155,7 +144,7 @@ def fit(
             if runtime.is_main:
                 console.print(f"resuming {label} from epoch {start_epoch}/{epochs} ({ckpt_path})")
 
-    step_module: nn.Module = _TrainStep(distiller)
+    step_module: nn.Module = distiller  # distiller(images, targets) is its training step
     if runtime.distributed:
         step_module = DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
@@ -189,7 +178,7 @@ def fit(
                 targets = mixup(images, labels) if mixup is not None else (images, labels)
                 images, targets = targets
                 with autocast:
-                    logits, losses = step_module(images, targets, epoch + i / steps_per_epoch)
+                    logits, losses = step_module(images, targets, epoch=epoch + i / steps_per_epoch)
                     loss = sum(losses.values())
                 _stop_if_not_finite(loss, runtime, label, epoch, i, ckpt_path)
                 optimizer.zero_grad(set_to_none=True)

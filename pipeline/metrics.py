@@ -1,0 +1,51 @@
+"""Classification metrics for reports: top-k, per-class accuracy, calibration (ECE), confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """Softmax probabilities (N, C) and labels (N,) of ``model`` (logits, or (feature, logits)) over ``loader``."""
+    model.eval().to(device)
+    probs, labels = [], []
+    for images, y in loader:
+        out = model(images.to(device))
+        logits = out[1] if isinstance(out, tuple) else out
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size (in %)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return 100.0 * float(ece)
+
+
+def classification_report(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Top-1/top-5 (%), per-class top-1 (%), ECE (%) and the confusion matrix (rows = true class)."""
+    n = len(classes)
+    predicted = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, predicted, labels=list(range(n)))
+    per_class = {c: (100.0 * cm[i, i] / cm[i].sum() if cm[i].sum() else None) for i, c in enumerate(classes)}
+    return {
+        "top1": 100.0 * float((predicted == labels).mean()),
+        "top5": 100.0 * float(top_k_accuracy_score(labels, probs, k=min(5, n), labels=list(range(n)))),
+        "ece": expected_calibration_error(probs, labels),
+        "per_class_top1": per_class,
+        "confusion": cm.tolist(),
+    }

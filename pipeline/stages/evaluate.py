@@ -1,0 +1,82 @@
+"""``cakd evaluate``: test-set report for teacher, baseline student, distilled student and assistant.
+
+Writes ``metrics.json`` (what ``dvc metrics show`` reads: top-1/top-5/ECE per model and the
+distillation gain over the baseline), ``report.json`` (per-class accuracy, confusion matrices),
+``confusion_<model>.png`` and ``predictions.csv`` (the student's, for ``dvc plots`` confusion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # picks the Agg backend by itself on a machine without a display
+import numpy as np
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.data import build_datasets, load_manifest
+from pipeline.distill import load_assistant
+from pipeline.fileio import atomic_path, write_json, write_text
+from pipeline.metrics import classification_report, predict
+from pipeline.models import load_model
+from pipeline.params import Params
+from pipeline.ui import console
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)), dpi=110)
+    ax.imshow(cm, cmap="Blues")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
+           title=title)
+    ax.set_xticklabels(classes, rotation=90, fontsize=7)
+    ax.set_yticklabels(classes, fontsize=7)
+    if len(classes) <= 20:
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                    color="white" if v > cm.max() / 2 else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run(params: Params, manifest_path: Path, teacher: Path, baseline: Path, student: Path,
+        extras: Path | None, out_dir: Path) -> dict:
+    manifest = load_manifest(manifest_path)
+    classes = [str(c) for c in manifest["classes"]]
+    _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
+    loader = DataLoader(test_ds, batch_size=256, num_workers=params.data.num_workers)
+
+    models: dict[str, nn.Module] = {"teacher": load_model(teacher), "baseline": load_model(baseline),
+                                    "student": load_model(student)}
+    assistant = load_assistant(extras, models["teacher"], models["student"]) if extras is not None else None
+    if assistant is not None:
+        models["assistant"] = assistant
+
+    metrics: dict[str, dict | float] = {}
+    report: dict[str, dict] = {}
+    for name, model in models.items():
+        probs, labels = predict(model, loader)
+        rep = classification_report(probs, labels, classes)
+        metrics[name] = {k: round(rep[k], 4) for k in ("top1", "top5", "ece")}
+        report[name] = rep
+        plot_confusion(np.array(rep["confusion"]), classes, f"{name} (top-1 {rep['top1']:.2f}%)",
+                       out_dir / f"confusion_{name}.png")
+        if name == "student":
+            rows = "\n".join(f"{classes[a]},{classes[p]}" for a, p in zip(labels, probs.argmax(1), strict=True))
+            write_text(out_dir / "predictions.csv", "actual,predicted\n" + rows + "\n")
+    metrics["gain_over_baseline"] = round(metrics["student"]["top1"] - metrics["baseline"]["top1"], 4)
+    metrics["gap_to_teacher"] = round(metrics["teacher"]["top1"] - metrics["student"]["top1"], 4)
+    write_json(out_dir / "report.json", report)
+    write_json(out_dir / "metrics.json", metrics)
+
+    table = Table(title=f"test set: {manifest['counts']['test']} images, {len(classes)} classes")
+    for col in ("model", "top-1 %", "top-5 %", "ECE %"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name in models:
+        m = metrics[name]
+        table.add_row(name, f"{m['top1']:.2f}", f"{m['top5']:.2f}", f"{m['ece']:.2f}")
+    console.print(table)
+    console.print(f"distillation gain over the student alone: {metrics['gain_over_baseline']:+.2f} points")
+    return metrics
