@@ -26,6 +26,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files: give the artefact the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp_path.chmod(0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -142,6 +142,9 @@ class ExportParams(Section):
     fp16: bool = False
     fp16_atol: float = Field(5e-2, gt=0)
     int8: bool = True
+    # Activation form of the INT8 ONNX: "uint8" (asymmetric) is onnxruntime's fast CPU path; TensorRT needs
+    # symmetric "int8", which `--format trt` always uses.
+    int8_activations: Literal["uint8", "int8"] = "uint8"
     calib_images: int = Field(256, ge=1)
     max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate, top-1 points
     parity_images: int = Field(256, ge=1)

@@ -1,0 +1,152 @@
+"""``cakd export`` and ``cakd bench-latency``: load model and data, run the export/bench code, write reports.
+
+Plain functions; ``pipeline/cli.py`` registers them as typer commands.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from rich.markup import escape
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from export.bench_latency import bench_latency
+from export.int8 import export_int8
+from export.onnx_export import export_onnx, variant_path
+from export.report import print_table, write_csv, write_pareto_plot
+from export.tensorrt import build_engine
+from pipeline.data import build_datasets, load_manifest
+from pipeline.errors import CakdError
+from pipeline.fileio import file_hash, read_json, remove_outputs, write_json
+from pipeline.models import load_model
+from pipeline.params import Params
+from pipeline.ui import console
+
+EVAL_BATCH = 64
+
+
+def spread_sample(dataset: Dataset, count: int) -> torch.Tensor:
+    """``count`` images at evenly spaced indices: deterministic, and covering every class even when
+    the split is stored class by class."""
+    n = len(dataset)
+    if n == 0:
+        raise CakdError("the dataset split is empty")
+    indices = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
+    return torch.stack([dataset[int(i)][0] for i in indices])
+
+
+def _datasets(params: Params, manifest: Path, img_size: int, what: Path) -> tuple[Dataset, Dataset]:
+    if params.data.img_size != img_size:
+        raise CakdError(f"{what} takes {img_size} px images but data.img_size is {params.data.img_size}")
+    return build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
+
+
+def _reusable(report_path: Path, digest: str, need_fp16: bool, need_int8: bool) -> dict | None:
+    """An earlier export of the same checkpoint whose files are all still there (``--format trt`` reuses it)."""
+    if not report_path.is_file():
+        return None
+    report = read_json(report_path, "export report")
+    if report.get("checkpoint_sha256") != digest:
+        return None
+    onnx, int8 = report["onnx"], report.get("int8")
+    files = [onnx["path"]]
+    if need_fp16:
+        if not onnx.get("fp16"):
+            return None
+        files.append(onnx["fp16"]["path"])
+    if need_int8:
+        if not int8 or int8["activations"] != "int8":  # TensorRT needs symmetric activations
+            return None
+        files.append(int8["path"])
+    return report if all(Path(f).is_file() for f in files) else None
+
+
+def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Path,
+                   fmt: Literal["onnx", "trt"] = "onnx", fp16: bool = False, int8: bool = False) -> dict:
+    """Write ``<checkpoint stem>.onnx`` (+ ``.fp16.onnx``, ``.int8.onnx``) and ``export.json`` into
+    ``out_dir``; with ``fmt="trt"`` then build the TensorRT engine (precision ``export.trt.precision``)
+    from the matching ONNX, reusing an earlier export of the same checkpoint."""
+    cfg = params.export
+    precision = cfg.trt.precision
+    need_fp16 = fp16 or (fmt == "trt" and precision == "fp16")
+    need_int8 = int8 or (fmt == "trt" and precision == "int8")
+    model = load_model(checkpoint)
+    spec = model.spec
+    onnx_path = out_dir / f"{checkpoint.stem}.onnx"
+    report_path = out_dir / "export.json"
+    digest = file_hash(checkpoint)
+    report = _reusable(report_path, digest, need_fp16, need_int8) if fmt == "trt" else None
+    if report is None:
+        remove_outputs([report_path, variant_path(onnx_path, "int8")])
+        train_ds, test_ds = _datasets(params, manifest, spec.img_size, checkpoint)
+        report = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "model": spec.to_dict()}
+        report["onnx"] = export_onnx(model, onnx_path, img_size=spec.img_size, in_chans=spec.in_chans,
+                                     opset=cfg.opset, parity_images=spread_sample(test_ds, cfg.parity_images),
+                                     atol=cfg.atol, fp16=need_fp16, fp16_atol=cfg.fp16_atol)
+        report["int8"] = None
+        if need_int8:
+            loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+            report["int8"] = export_int8(onnx_path, variant_path(onnx_path, "int8"),
+                                         spread_sample(train_ds, cfg.calib_images), loader,
+                                         max_accuracy_drop=cfg.max_accuracy_drop,
+                                         activations="int8" if fmt == "trt" else cfg.int8_activations)
+        write_json(report_path, report)
+    _print_export(report)
+    if fmt == "trt":
+        source = onnx_path if precision == "fp32" else variant_path(onnx_path, precision)
+        engine = out_dir / f"{checkpoint.stem}.{precision}.engine"
+        report["tensorrt"] = build_engine(source, engine, precision, cfg.trt.batch_sizes, cfg.trt.workspace_mb,
+                                          spec.img_size, spec.in_chans)
+        write_json(report_path, report)
+        console.print(escape(f"TensorRT {precision} engine: {engine} (GPU {report['tensorrt']['gpu']})"))
+    return report
+
+
+def _print_export(report: dict) -> None:
+    table = Table(title=escape(f"Export of {report['checkpoint']}"))
+    for name in ("file", "check", "result", "MB"):
+        table.add_column(name)
+    onnx = report["onnx"]
+    table.add_row(escape(onnx["path"]), f"FP32 parity on {onnx['images']} images",
+                  f"max |diff| {onnx['max_abs_diff']:.2e}, top-1 agreement {100 * onnx['top1_agreement']:.1f}%",
+                  f"{onnx['size_bytes'] / 2**20:.2f}")
+    if onnx["fp16"]:
+        half = onnx["fp16"]
+        table.add_row(escape(half["path"]), "FP16 parity", f"max |diff| {half['max_abs_diff']:.2e}, "
+                      f"top-1 agreement {100 * half['top1_agreement']:.1f}%", f"{half['size_bytes'] / 2**20:.2f}")
+    if report["int8"]:
+        q = report["int8"]
+        table.add_row(escape(q["path"]), "INT8 test top-1", f"{q['int8_top1']:.2f}% vs FP32 {q['fp32_top1']:.2f}% "
+                      f"(drop {q['accuracy_drop']:.2f})", f"{q['size_bytes'] / 2**20:.2f}")
+    console.print(table)
+
+
+def bench_latency_command(params: Params, models: list[Path], out_dir: Path, manifest: Path | None = None) -> dict:
+    """Benchmark ``models`` (checkpoints and/or ONNX files) and write ``bench.json``, ``bench.csv`` and,
+    when a dataset gives accuracies, ``pareto.png`` into ``out_dir``."""
+    if not models:
+        raise CakdError("give at least one model file (.pt checkpoint or .onnx) to benchmark")
+    json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
+    remove_outputs([json_path, csv_path, png_path])
+    loader = parity = calib = None
+    if manifest is not None:
+        train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
+        loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+        parity = spread_sample(test_ds, params.export.parity_images)
+        calib = spread_sample(train_ds, params.export.calib_images)
+    with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work:  # on-the-fly ONNX and engines
+        result = bench_latency(models, Path(work), bench=params.bench, export=params.export, loader=loader,
+                               parity_images=parity, calib_images=calib,
+                               int8_activations=params.export.int8_activations)
+    has_accuracy = all(row["top1"] is not None for row in result["rows"])
+    result["pareto_png"] = str(png_path) if has_accuracy else None
+    if has_accuracy:
+        write_pareto_plot(result["rows"], png_path, params.bench.budget_ms)
+    write_json(json_path, result)
+    write_csv(result["rows"], csv_path)
+    print_table(result, console)
+    return result

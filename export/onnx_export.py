@@ -1,0 +1,100 @@
+"""PyTorch -> ONNX with a dynamic batch axis, simplified, and gated on parity with PyTorch.
+
+The gate runs the written file in onnxruntime on real images: a graph that computes something else
+than the eager model (a tracing-only branch, an unsupported op lowered wrongly) must never ship.
+Files are written under temporary names and renamed only when every requested gate passes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import onnxslim
+import torch
+from onnxconverter_common import float16
+from torch import nn
+
+from export.runtimes import INPUT_NAME, OUTPUT_NAME, ort_runner, predict_batched
+from pipeline.errors import CakdError
+from pipeline.fileio import atomic_path, remove_outputs
+
+
+def variant_path(onnx_path: str | Path, variant: str) -> Path:
+    """``student.onnx`` -> ``student.<variant>.onnx`` (fp16, int8)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.{variant}.onnx")
+
+
+def to_onnx(model: nn.Module, *, img_size: int, in_chans: int = 3, opset: int) -> onnx.ModelProto:
+    """Export with torch's default (``torch.export``-based) exporter, then simplify with onnxslim.
+
+    The example batch is 2, not 1, so the exporter cannot specialise the batch axis to a constant.
+    """
+    model = model.eval().cpu()
+    example = torch.zeros(2, in_chans, img_size, img_size)
+    try:
+        program = torch.onnx.export(model, (example,), None, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        proto = onnxslim.slim(program.model_proto)
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as err:  # exporter / checker failures come in many types; the user needs one line
+        name = type(model).__name__
+        raise CakdError(f"ONNX export of {name} failed ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    return proto
+
+
+def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> dict:
+    """Max |logit difference| and top-1 agreement of the ONNX file (onnxruntime CPU) vs PyTorch."""
+    with torch.inference_mode():
+        reference = predict_batched(model.eval().cpu(), images)
+    logits = predict_batched(ort_runner(onnx_path).predict, images).float()
+    return {
+        "max_abs_diff": float((logits - reference).abs().max()),
+        "top1_agreement": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+        "images": len(images),
+    }
+
+
+def _gate(report: dict, atol: float, what: str, require_top1: bool) -> None:
+    diff, agreement = report["max_abs_diff"], report["top1_agreement"]
+    if diff > atol or (require_top1 and agreement < 1.0):
+        raise CakdError(f"{what} parity gate failed on {report['images']} images: max |logit diff| "
+                        f"{diff:.3g} (allowed {atol:g}), top-1 agreement {100 * agreement:.2f}%"
+                        f"{' (required 100%)' if require_top1 else ''}; no ONNX written")
+
+
+def export_onnx(model: nn.Module, out_path: str | Path, *, img_size: int, in_chans: int = 3, opset: int,
+                parity_images: torch.Tensor, atol: float, fp16: bool = False,
+                fp16_atol: float = 5e-2) -> dict:
+    """Write ``out_path`` (FP32) and, with ``fp16``, ``<stem>.fp16.onnx``; both pass their gate or
+    neither exists afterwards (a stale file from an earlier run is removed first).
+
+    FP32: max |diff| <= ``atol`` and 100% top-1 agreement. FP16 (float16 weights and compute,
+    float32 inputs/outputs so callers need not change): max |diff| <= ``fp16_atol``; its top-1
+    agreement is reported, since near-ties may legitimately flip at half precision.
+    """
+    out_path = Path(out_path)
+    fp16_path = variant_path(out_path, "fp16")
+    remove_outputs([out_path, fp16_path])
+    if len(parity_images) == 0:
+        raise CakdError("the parity gate needs at least one image")
+    proto = to_onnx(model, img_size=img_size, in_chans=in_chans, opset=opset)
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, tmp)
+        report = {"path": str(out_path), "opset": opset, "atol": atol, **parity(model, tmp, parity_images)}
+        _gate(report, atol, "FP32", require_top1=True)
+        report["size_bytes"] = tmp.stat().st_size
+        report["fp16"] = None
+        if fp16:
+            with atomic_path(fp16_path) as tmp16:
+                with warnings.catch_warnings():  # it warns for every tiny weight it rounds to float16
+                    warnings.simplefilter("ignore")
+                    onnx.save(float16.convert_float_to_float16(proto, keep_io_types=True), tmp16)
+                half = {"path": str(fp16_path), "atol": fp16_atol, **parity(model, tmp16, parity_images)}
+                _gate(half, fp16_atol, "FP16", require_top1=False)
+                half["size_bytes"] = tmp16.stat().st_size
+                report["fp16"] = half
+    return report

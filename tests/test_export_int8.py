@@ -1,0 +1,142 @@
+"""INT8: static QDQ quantisation in onnxruntime, evaluated on real digits, and its accuracy gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from export.bench_latency import pinned_threads
+from export.int8 import export_int8, quantize_int8
+from export.onnx_export import export_onnx
+from export.runtimes import evaluate_onnx, is_quantized, ort_session, top1_accuracy
+from pipeline.data import build_datasets, prepare_data
+from pipeline.errors import CakdError
+from pipeline.params import DataParams
+
+IMG = 16
+
+
+def tiny_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 16, 10))
+
+
+class WithActivationOutlier(nn.Module):
+    """Same logits as ``net``, but the classifier's input also carries one huge, input-dependent value
+    (multiplied by a zero weight): per-tensor INT8 activations then round every real feature to 0."""
+
+    def __init__(self, net: nn.Sequential) -> None:
+        super().__init__()
+        self.features, self.fc = net[:-1], net[-1]
+        self.fc_wide = nn.Linear(self.fc.in_features + 1, 10)
+        with torch.no_grad():
+            self.fc_wide.weight.copy_(torch.cat([self.fc.weight, torch.zeros(10, 1)], 1))
+            self.fc_wide.bias.copy_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        outlier = 1e5 * x.flatten(1).abs().amax(1, keepdim=True)
+        return self.fc_wide(torch.cat([f, outlier], 1))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Dataset]:
+    cfg = DataParams(name="digits", img_size=IMG, train_per_class=60, test_per_class=20)
+    manifest = prepare_data(cfg, seed=0, out_dir=tmp_path_factory.mktemp("data"))
+    return build_datasets(cfg, manifest, seed=0, train_augment=False)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: tuple[Dataset, Dataset]) -> nn.Sequential:
+    train, _ = digits
+    torch.manual_seed(0)
+    net = tiny_cnn()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    with pinned_threads(1):  # small convolutions gain nothing from a second thread, and lose a lot on a busy CPU
+        for _ in range(4):
+            for x, y in loader:
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+    return net.eval()
+
+
+def calibration(train: Dataset, n: int = 64) -> torch.Tensor:
+    return torch.stack([train[i][0] for i in np.linspace(0, len(train) - 1, n).astype(int)])
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory: pytest.TempPathFactory, digits: tuple[Dataset, Dataset],
+              trained: nn.Module) -> Path:
+    path = tmp_path_factory.mktemp("fp32") / "m.onnx"
+    export_onnx(trained, path, img_size=IMG, opset=18, parity_images=calibration(digits[1], 32), atol=1e-4)
+    return path
+
+
+def test_int8_export_runs_in_onnxruntime_and_keeps_accuracy(tmp_path: Path, digits: tuple[Dataset, Dataset],
+                                                            trained: nn.Module, fp32_onnx: Path) -> None:
+    train, test = digits
+    loader = DataLoader(test, batch_size=64)
+    assert top1_accuracy(lambda x: trained(x).detach(), loader) > 90  # a real model, not a coin flip
+    fp32 = fp32_onnx
+
+    report = export_int8(fp32, tmp_path / "m.int8.onnx", calibration(train), loader, max_accuracy_drop=2.0)
+
+    out = tmp_path / "m.int8.onnx"
+    assert report["path"] == str(out) and is_quantized(out) and not is_quantized(fp32)
+    assert report["fp32_top1"] == pytest.approx(evaluate_onnx(fp32, loader))
+    assert report["int8_top1"] == pytest.approx(evaluate_onnx(out, loader))
+    assert report["accuracy_drop"] == pytest.approx(report["fp32_top1"] - report["int8_top1"])
+    assert report["accuracy_drop"] <= 2.0 and report["calib_images"] == 64
+    assert ort_session(out).run(None, {"input": test[0][0][None].numpy()})[0].shape == (1, 10)
+
+
+def _activation_zero_points(path: Path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+
+
+def test_int8_activations_are_symmetric_for_tensorrt_and_uint8_is_asymmetric(
+        tmp_path: Path, digits: tuple[Dataset, Dataset], fp32_onnx: Path) -> None:
+    train, _ = digits
+    fp32 = fp32_onnx
+
+    symmetric = _activation_zero_points(quantize_int8(fp32, tmp_path / "s8.onnx", calibration(train)))
+    unsigned = _activation_zero_points(quantize_int8(fp32, tmp_path / "u8.onnx", calibration(train),
+                                                     activations="uint8"))
+
+    assert symmetric and all(z.dtype == np.int8 and not z.any() for z in symmetric)
+    assert unsigned and all(z.dtype == np.uint8 for z in unsigned) and any(z.any() for z in unsigned)
+
+
+def test_int8_gate_fires_when_quantisation_destroys_accuracy(tmp_path: Path, digits: tuple[Dataset, Dataset],
+                                                             trained: nn.Sequential) -> None:
+    train, test = digits
+    loader = DataLoader(test, batch_size=64)
+    fragile = WithActivationOutlier(trained).eval()
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(fragile, fp32, img_size=IMG, opset=18, parity_images=calibration(test, 32), atol=1e-4)
+    stale = tmp_path / "m.int8.onnx"
+    stale.write_bytes(b"INT8 model from an earlier run")
+
+    with pytest.raises(CakdError, match=r"INT8 accuracy gate failed: top-1 .* \(drop .* points, allowed 1\)"):
+        export_int8(fp32, stale, calibration(train), loader, max_accuracy_drop=1.0)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert evaluate_onnx(fp32, loader) > 90  # the FP32 model itself is fine: the drop is INT8's
+
+
+def test_calibration_needs_images(tmp_path: Path) -> None:
+    with pytest.raises(CakdError, match="at least one image"):
+        quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", torch.empty(0, 3, IMG, IMG))

@@ -1,0 +1,114 @@
+"""ONNX export: dynamic batch, parity with PyTorch in onnxruntime, and a gate that leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from export.onnx_export import export_onnx, variant_path
+from export.runtimes import ort_session
+from pipeline.errors import CakdError
+from pipeline.models import ModelSpec, create_model
+
+IMG = 16
+
+
+@pytest.fixture(scope="module")
+def student() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model(ModelSpec("resnet10t", num_classes=10, img_size=IMG)).eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(24, 3, IMG, IMG, generator=torch.Generator().manual_seed(1))
+
+
+class ExportOnlyShuffle(nn.Module):
+    """Computes other logits once being exported: the graph really differs from eager PyTorch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        if torch.compiler.is_exporting():
+            return logits.flip(1)
+        return logits
+
+
+def test_export_passes_parity_with_a_dynamic_batch(tmp_path: Path, student: nn.Module,
+                                                   images: torch.Tensor) -> None:
+    out = tmp_path / "student.onnx"
+    report = export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4)
+
+    assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
+    assert report["images"] == 24 and report["size_bytes"] == out.stat().st_size
+    assert report["fp16"] is None and not variant_path(out, "fp16").exists()
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == 18
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic, not a fixed size
+
+    session = ort_session(out)
+    for batch in (1, 3):
+        x = images[:batch]
+        got = session.run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            want = student(x).numpy()
+        assert got.shape == (batch, 10)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.onnx"]  # no temp files left
+
+
+def test_parity_gate_rejects_a_graph_that_differs_and_leaves_no_onnx(tmp_path: Path, student: nn.Module,
+                                                                     images: torch.Tensor) -> None:
+    out = tmp_path / "student.onnx"
+    out.write_bytes(b"stale export from an earlier run")
+
+    with pytest.raises(CakdError, match=r"FP32 parity gate failed on 24 images: max \|logit diff\|") as err:
+        export_onnx(ExportOnlyShuffle(student), out, img_size=IMG, opset=18, parity_images=images, atol=1e-4)
+
+    assert "top-1 agreement" in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_variant_runs_in_onnxruntime_and_is_gated(tmp_path: Path, student: nn.Module,
+                                                       images: torch.Tensor) -> None:
+    out = tmp_path / "student.onnx"
+    report = export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4, fp16=True,
+                         fp16_atol=5e-2)
+    half = report["fp16"]
+    assert Path(half["path"]) == tmp_path / "student.fp16.onnx"
+    assert 0 < half["max_abs_diff"] <= 5e-2  # really half precision, and close
+    assert half["size_bytes"] < 0.6 * report["size_bytes"]
+    session = ort_session(half["path"])
+    assert session.get_inputs()[0].type == "tensor(float)"  # callers keep feeding float32
+    assert session.run(None, {"input": images[:2].numpy()})[0].shape == (2, 10)
+
+    with pytest.raises(CakdError, match="FP16 parity gate failed"):
+        export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4, fp16=True,
+                    fp16_atol=1e-9)
+    assert list(tmp_path.iterdir()) == []  # neither the FP16 nor the FP32 file survives a failed gate
+
+
+class DataDependentBranch(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent Python control flow cannot be exported as one graph
+            return x.mean((2, 3))
+        return x.amax((2, 3))
+
+
+def test_an_unexportable_model_is_one_clear_line(tmp_path: Path, images: torch.Tensor) -> None:
+    with pytest.raises(CakdError, match="ONNX export of DataDependentBranch failed") as err:
+        export_onnx(DataDependentBranch(), tmp_path / "m.onnx", img_size=IMG, opset=18, parity_images=images,
+                    atol=1e-4)
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
