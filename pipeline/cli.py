@@ -106,6 +106,17 @@ def bench_latency(models: Annotated[list[Path], typer.Argument(help="checkpoints
     bench_latency_command(_params(params, set_), models, out, data)
 
 
+@app.command()
+def summary(eval_: Annotated[Path, typer.Option("--eval")] = Path("artifacts/eval/metrics.json"),
+            export_: Annotated[Path, typer.Option("--export")] = Path("artifacts/export/export.json"),
+            bench: Path = Path("artifacts/bench/bench.json"), teacher: Path = Path("artifacts/teacher/model.pt"),
+            student: Path = Path("artifacts/student/model.pt"), out: Path = Path("artifacts/summary.json")) -> None:
+    """The pipeline's closing table: accuracies and gain, ONNX parity, INT8 accuracy, latency."""
+    from pipeline.stages import summary as stage
+
+    stage.run(eval_, export_, bench, teacher, student, out)
+
+
 def main() -> None:
     try:
         app()
