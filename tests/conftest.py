@@ -24,7 +24,7 @@ def tiny_params(**sections: dict) -> dict:
         "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT},
         "student": {"model": "mobilenetv2_050"},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "threads": 1},
-        "distill": {"method": "kd"},
+        "distill": {"method": "kd", "epochs": None, "lr": None},
         "export": {"calib_images": 32, "parity_images": 32},
         "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1},
     }

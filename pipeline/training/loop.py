@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from dvclive import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from scmrepo.exceptions import SCMError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
@@ -150,8 +151,7 @@ def fit(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)
     params = [p for p in distiller.parameters() if p.requires_grad]
-    live = Live(dir=str(out_dir / "live"), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=False) \
-        if runtime.is_main else None
+    live = _open_live(out_dir / "live", resume=start_epoch > 0) if runtime.is_main else None
     if live is not None:
         live.log_params({"label": label, "epochs": epochs, "lr": lr, "batch_size": recipe.batch_size,
                          "effective_batch_size": recipe.batch_size * runtime.world_size,
@@ -245,6 +245,14 @@ def fit(
     return FitResult(accuracy=final, best_accuracy=best, epochs_run=epochs - start_epoch,
                      seconds_per_epoch=sum(epoch_times) / len(epoch_times) if epoch_times else 0.0,
                      history=history, rank_digests=digests)
+
+
+def _open_live(path: Path, resume: bool) -> Live:
+    """dvclive's metrics and plots files; it stumbles on a git repository without commits (dvclive#522)."""
+    try:
+        return Live(dir=str(path), resume=resume, save_dvc_exp=False, dvcyaml=False)
+    except SCMError as err:
+        raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
 
 
 def _stop_if_not_finite(loss: torch.Tensor, runtime: Runtime, label: str, epoch: int, step: int,
