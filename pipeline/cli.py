@@ -99,11 +99,15 @@ def bench_latency(models: Annotated[list[Path], typer.Argument(help="checkpoints
                   params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
                   = None,
-                  out: Path = Path("artifacts/bench")) -> None:
+                  out: Path = Path("artifacts/bench"),
+                  budget_ms: Annotated[float | None, typer.Option(help="name the most accurate model whose "
+                                                                  "batch-1 latency fits (bench.budget_ms)")] = None
+                  ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models across runtimes."""
     from export.commands import bench_latency_command
 
-    bench_latency_command(_params(params, set_), models, out, data)
+    overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
+    bench_latency_command(_params(params, overrides), models, out, data)
 
 
 @app.command()

@@ -7,6 +7,7 @@ named losses (the loop sums them), ``eval_logits`` the logits to report accuracy
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from pipeline.models.base import ModelOutput, StagedModel, StageShape
 from pipeline.params import DistillParams
 
 
-class Distiller(nn.Module):
+class Distiller(nn.Module, metaclass=ABCMeta):
     """Student (+ frozen teacher) + the method's extra trainable modules."""
 
     name = "base"
@@ -38,9 +39,10 @@ class Distiller(nn.Module):
         self.cfg = cfg
 
     # ---- what the training loop calls -------------------------------------------------------------
+    @abstractmethod
     def forward_train(self, image: Tensor, target: Tensor, *, epoch: float = 0.0
                       ) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError
+        """Student logits and the method's named losses for one batch (the loop sums them)."""
 
     def forward(self, image: Tensor, target: Tensor | None = None, *, epoch: float = 0.0
                 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
