@@ -24,9 +24,11 @@ def build_mlp_mixer(spec: ModelSpec, pretrained: bool) -> StagedModel:
     if is_small_input(spec):
         if pretrained:
             raise CakdError(f"pretrained weights for '{spec.name}' exist only at 224 px (patch 16)")
-        args = {**_ARCHS[spec.name], **spec.kwargs}
-        net = MlpMixer(num_classes=spec.num_classes, img_size=spec.img_size, in_chans=spec.in_chans,
-                       patch_size=4, **args)
+        args = {"patch_size": 4, **_ARCHS[spec.name], **spec.kwargs}
+        try:
+            net = MlpMixer(num_classes=spec.num_classes, img_size=spec.img_size, in_chans=spec.in_chans, **args)
+        except TypeError as err:
+            raise CakdError(f"model '{spec.name}' does not accept these kwargs {spec.kwargs}: {err}") from None
     else:
         net = create_timm(spec, pretrained)
     pool = nn.Sequential(TokenPool(net.global_pool, 0), net.head_drop)

@@ -158,7 +158,6 @@ def fit(
                          "world_size": runtime.world_size})
         live.step = start_epoch
 
-    epoch_times: list[float] = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
                         disable=not runtime.is_main, transient=True)
@@ -206,13 +205,13 @@ def fit(
                                 f"acc {100 * correct / seen:.1f}%  {rate:.0f} img/s")
             progress.remove_task(task)
             epoch_time = time.perf_counter() - t0
-            epoch_times.append(epoch_time)
             _sync_buffers(distiller, runtime)
 
             record = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
             record["train/acc"] = 100.0 * correct / seen
             record["train/images_per_s"] = seen * runtime.world_size / epoch_time
             record["lr"] = optimizer.param_groups[0]["lr"]
+            record["epoch_seconds"] = epoch_time
             if runtime.is_main:
                 record.update({f"test/{k}": v for k, v in evaluate_heads(distiller, test_loader, device).items()})
                 history.append({"epoch": epoch + 1, **record})
@@ -242,6 +241,8 @@ def fit(
     if runtime.is_main:
         save_model(distiller.student, out_dir / "model.pt", {"epochs": epochs, "accuracy": final.get("student")})
         live.end()
+    # From the history, so a resumed (or already finished) run reports every epoch, not only its own.
+    epoch_times = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
     return FitResult(accuracy=final, best_accuracy=best, epochs_run=epochs - start_epoch,
                      seconds_per_epoch=sum(epoch_times) / len(epoch_times) if epoch_times else 0.0,
                      history=history, rank_digests=digests)
