@@ -15,10 +15,12 @@ from pipeline.fileio import read_json, write_json
 from pipeline.ui import console
 
 
-def _latency(rows: list[dict], source: str, runtime: str, batch: int = 1) -> float | None:
-    """p50 latency (ms) at ``batch`` of the row measured from ``source`` on ``runtime``."""
+def _latency(rows: list[dict], checkpoint: str, runtime: str, batch: int = 1) -> float | None:
+    """p50 latency (ms) at ``batch`` on ``runtime`` of the model benchmarked from ``checkpoint`` (its ONNX
+    rows come from the export folder, so rows are matched by the model name the checkpoint's rows carry)."""
+    names = {row["model"] for row in rows if row["source"] == checkpoint}
     for row in rows:
-        if row["source"] == source and row["runtime"] == runtime and row["batch_size"] == batch:
+        if row["model"] in names and row["runtime"] == runtime and row["batch_size"] == batch:
             return row["p50_ms"]
     return None
 
@@ -68,7 +70,7 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     table.add_row("ONNX parity (max |logit diff|, top-1 agreement)",
                   f"{summary['onnx_max_abs_diff']:.1e}, {100 * summary['onnx_top1_agreement']:.1f}%")
     if int8:
-        table.add_row("INT8 ONNX top-1 (drop)", f"{summary['int8_top1']:.2f}% ({summary['int8_accuracy_drop']:+.2f})")
+        table.add_row("INT8 ONNX top-1 (drop)", f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
     table.add_row("student latency: PyTorch / onnxruntime / INT8",
                   f"{ms(latency['student_torch_ms'])} / {ms(latency['student_onnxruntime_ms'])} / "
                   f"{ms(latency['student_int8_ms'])}")
