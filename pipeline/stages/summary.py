@@ -70,7 +70,8 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     table.add_row("ONNX parity (max |logit diff|, top-1 agreement)",
                   f"{summary['onnx_max_abs_diff']:.1e}, {100 * summary['onnx_top1_agreement']:.1f}%")
     if int8:
-        table.add_row("INT8 ONNX top-1 (drop)", f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
+        table.add_row("INT8 ONNX top-1 (drop)",
+                      f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
     table.add_row("student latency: PyTorch / onnxruntime / INT8",
                   f"{ms(latency['student_torch_ms'])} / {ms(latency['student_onnxruntime_ms'])} / "
                   f"{ms(latency['student_int8_ms'])}")
