@@ -16,13 +16,27 @@ import typer
 from pipeline.errors import CakdError
 from pipeline.params import Params, load_params
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-S", help="override: key.path=value")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from out/checkpoint.pt if it fits")]
 DATA = Path("artifacts/data/manifest.json")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        print(f"cakd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print cakd's version and exit")] = False) -> None:
+    """Options that come before the command (``cakd --version``)."""
 
 
 def _params(path: Path, overrides: list[str] | None) -> Params:

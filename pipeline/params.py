@@ -221,7 +221,20 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     try:
         return Params.model_validate(tree)
     except ValidationError as err:
-        raise CakdError(f"invalid params in {path}: {_format_error(err)}") from None
+        culprit = _override_at(overrides or [], err.errors()[0]["loc"])
+        where = f"override -S {culprit}" if culprit else f"params in {path}"
+        raise CakdError(f"invalid {where}: {_format_error(err)}") from None
+
+
+def _override_at(overrides: list[str], loc: tuple) -> str | None:
+    """The last ``-S`` override that set the failing key, or a key inside/above it: the error is there,
+    not in the file."""
+    failing = [str(part) for part in loc]
+    for assignment in reversed(overrides):
+        key = assignment.split("=", 1)[0].strip().split(".")
+        if key[:len(failing)] == failing or failing[:len(key)] == key:
+            return assignment
+    return None
 
 
 def fingerprint(*parts: BaseModel | dict | str | int | None) -> str:

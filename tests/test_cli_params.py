@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,14 +32,22 @@ def test_bad_params_give_one_line_and_exit_2(tmp_path: Path, override: str, expe
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
+    assert lines[0].startswith(f"cakd: error: invalid override -S {override}: ")  # not params.yaml: it is fine
     assert expected in lines[0]
+
+
+def test_a_bad_value_in_the_file_names_the_file_even_with_overrides(tmp_path: Path, capsys, monkeypatch) -> None:
+    write_params(tmp_path / "params.yaml", tiny_params(train={"lr": -1}))
+    code, err = run_cakd_here(["train-teacher", "-S", "train.epochs=3"], tmp_path, capsys, monkeypatch)
+    assert code == 2
+    assert err.startswith("cakd: error: invalid params in params.yaml: 'train.lr': Input should be greater than 0")
 
 
 def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", tiny_params())
     proc = run_cakd("train-teacher", "-S", "train.epochs=0", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("cakd: error: invalid params in params.yaml: 'train.epochs'")
+    assert proc.stderr.strip().startswith("cakd: error: invalid override -S train.epochs=0: 'train.epochs'")
     assert "Traceback" not in proc.stderr
 
 
@@ -63,3 +73,29 @@ def test_missing_teacher_checkpoint_is_one_line(project: Path, capsys, monkeypat
     code, err = run_cakd_here(["distill", "--teacher", "artifacts/teacher/missing.pt"], project, capsys, monkeypatch)
     assert code == 2
     assert err.strip() == "cakd: error: model checkpoint not found: artifacts/teacher/missing.pt"
+
+
+
+def help_text(command: str, capsys, monkeypatch) -> str:
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cakd", command, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert not exit_info.value.code
+    return capsys.readouterr().out
+
+
+def test_version(tmp_path: Path) -> None:
+    from pipeline import __version__
+
+    proc = run_cakd("--version", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"cakd {__version__}\n")
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "distill", "export"])
+def test_flags_show_no_value_in_help(command: str, capsys, monkeypatch) -> None:
+    out = help_text(command, capsys, monkeypatch)
+    assert "<bool>" not in out, out  # '--resume', not '--resume <bool>': a flag takes no value
+    flag = "--resume" if command != "export" else "--fp16 / --no-fp16"
+    assert re.search(rf"^  {flag} +\S", out, re.M), out
