@@ -1,7 +1,11 @@
-"""torchvision sets: a tiny Fashion-MNIST in the real IDX format read by torchvision, and the offline message."""
+"""torchvision sets: Fashion-MNIST files written from real digits in the IDX format (compressed in several ways,
+not as torchvision's archives), what is said when they are wrong, and the offline message."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import socket
 import time
 from pathlib import Path
@@ -10,28 +14,58 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from sklearn.datasets import load_digits
 from torchvision import datasets
 
 from pipeline.data import build_datasets, prepare_data
+from pipeline.data.torchvision_sets import load_torchvision
 from pipeline.errors import CakdError
 from pipeline.params import DataParams
 
 torch.set_num_threads(2)
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """The MNIST file format: magic (ubyte, ndim), big-endian dims, then the raw bytes."""
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The MNIST file format: magic (0, 0, ubyte, ndim), big-endian dims, then the raw bytes."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+    return header + array.astype(np.uint8).tobytes()
 
 
-def tiny_fashion_mnist(root: Path, n_train: int = 40, n_test: int = 20) -> None:
+def digits_28() -> tuple[np.ndarray, np.ndarray]:
+    """Real handwritten digits (scikit-learn's bundled set) at Fashion-MNIST's 28x28, uint8."""
+    bunch = load_digits()
+    images = [np.asarray(Image.fromarray(np.uint8(img * 255 / 16)).resize((28, 28), Image.BILINEAR))
+              for img in bunch.images]
+    return np.stack(images), bunch.target.astype(np.uint8)
+
+
+# How each of the four files is stored: re-compressed gzip (another level than torchvision's), bzip2, xz, plain.
+COMPRESSION = {"train-images-idx3-ubyte": (".gz", lambda b: gzip.compress(b, compresslevel=1)),
+               "train-labels-idx1-ubyte": (".bz2", bz2.compress),
+               "t10k-images-idx3-ubyte": (".xz", lzma.compress),
+               "t10k-labels-idx1-ubyte": ("", lambda b: b)}
+
+
+def write_fashion_files(root: Path, n_train: int = 300, n_test: int = 100,
+                        arrays: dict[str, np.ndarray] | None = None) -> dict[str, Path]:
+    """The four IDX files from real digits into ``root/FashionMNIST/raw``; ``arrays`` replaces some contents."""
+    images, labels = digits_28()
+    contents = {"train-images-idx3-ubyte": images[:n_train], "train-labels-idx1-ubyte": labels[:n_train],
+                "t10k-images-idx3-ubyte": images[n_train:n_train + n_test],
+                "t10k-labels-idx1-ubyte": labels[n_train:n_train + n_test], **(arrays or {})}
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    paths = {}
+    for stem, array in contents.items():
+        suffix, compress = COMPRESSION[stem]
+        paths[stem] = raw / f"{stem}{suffix}"
+        paths[stem].write_bytes(compress(idx_bytes(array)))
+    return paths
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 def host_resolves(url: str) -> bool:
@@ -42,18 +76,66 @@ def host_resolves(url: str) -> bool:
     return True
 
 
-def test_fashion_mnist_files_on_disk_are_prepared_and_loaded(tmp_path: Path) -> None:
-    tiny_fashion_mnist(tmp_path)
+def test_fashion_mnist_files_in_any_compression_are_read_by_content(tmp_path: Path) -> None:
+    paths = write_fashion_files(tmp_path)
+    assert paths["train-images-idx3-ubyte"].read_bytes()[:2] == b"\x1f\x8b"  # really gzipped
     cfg = DataParams(name="fashion-mnist", root=str(tmp_path), img_size=16, train_per_class=3)
     manifest = prepare_data(cfg, seed=0, out_dir=tmp_path / "out")
 
     assert manifest["classes"] == datasets.FashionMNIST.classes
-    assert manifest["class_counts"] == {"train": [3] * 10, "test": [2] * 10}
-    assert 0.4 < manifest["mean"][0] < 0.6 and manifest["mean"][0] == manifest["mean"][2]
+    images, labels = digits_28()
+    assert manifest["counts"] == {"train": 30, "test": 100}
+    assert manifest["class_counts"]["test"] == np.bincount(labels[300:400], minlength=10).tolist()
+    pools = load_torchvision("fashion-mnist", tmp_path)
+    assert torch.equal(pools.images["test"][:, 0], torch.from_numpy(images[300:400]))
+    assert pools.labels["train"].tolist() == labels[:300].tolist()
     train, test = build_datasets(cfg, manifest, seed=0)
-    assert (len(train), len(test)) == (30, 20)
     image, label = test[13]
-    assert image.shape == (3, 16, 16) and label == 3
+    assert (len(train), len(test)) == (30, 100) and image.shape == (3, 16, 16) and label == labels[313]
+
+
+@pytest.mark.parametrize(("damage", "wanted"), [
+    ("truncated", r"t10k-images-idx3-ubyte\.xz is truncated: its header announces 100x28x28 = 78400 bytes "
+                  r"of data, it holds 78399$"),
+    ("text", r"train-images-idx3-ubyte\.gz: damaged gzip data \("),
+    ("not-idx", r"t10k-labels-idx1-ubyte is not an IDX file \(it starts with 89504e47, expected 00000801\)$"),
+    ("size", r"train-images-idx3-ubyte\.gz holds 32x32 images, expected 28x28$"),
+    ("count", r"t10k-images-idx3-ubyte\.xz holds 100 images but .*t10k-labels-idx1-ubyte 99 labels$"),
+    ("label", r"train-labels-idx1-ubyte\.bz2 has label 10; the set has 10 classes$"),
+    ("missing", r"FashionMNIST/raw: missing t10k-labels-idx1-ubyte \(plain, \.gz, \.bz2 or \.xz\)$"),
+])
+def test_wrong_fashion_mnist_files_say_exactly_what_is_wrong(tmp_path: Path, damage: str, wanted: str) -> None:
+    images, labels = digits_28()
+    arrays = {"size": {"train-images-idx3-ubyte": np.zeros((300, 32, 32))},
+              "count": {"t10k-labels-idx1-ubyte": labels[300:399]},
+              "label": {"train-labels-idx1-ubyte": np.full(300, 10)}}.get(damage)
+    paths = write_fashion_files(tmp_path, arrays=arrays)
+    if damage == "truncated":
+        data = lzma.decompress(paths["t10k-images-idx3-ubyte"].read_bytes())
+        paths["t10k-images-idx3-ubyte"].write_bytes(lzma.compress(data[:-1]))
+    elif damage == "text":
+        paths["train-images-idx3-ubyte"].write_bytes(b"\x1f\x8b" + b"<html>Not Found</html>")
+    elif damage == "not-idx":
+        paths["t10k-labels-idx1-ubyte"].write_bytes(b"\x89PNG\r\n\x1a\n")
+    elif damage == "missing":
+        paths["t10k-labels-idx1-ubyte"].unlink()
+    before = tree(tmp_path)
+    with pytest.raises(CakdError, match=wanted) as err:
+        prepare_data(DataParams(name="fashion-mnist", root=str(tmp_path)), seed=0, out_dir=tmp_path / "out")
+    assert "\n" not in str(err.value)
+    assert tree(tmp_path) == before  # nothing downloaded or created next to the user's files
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10"])
+def test_a_failed_download_creates_nothing_in_the_data_root(tmp_path: Path, name: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused at once
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [closed])
+    monkeypatch.setattr(datasets.CIFAR10, "url", closed + datasets.CIFAR10.filename)
+    root = tmp_path / "data"
+    with pytest.raises(CakdError, match=rf"{name} is not in {root} and could not be downloaded .*; put "):
+        prepare_data(DataParams(name=name, root=str(root)), seed=0, out_dir=tmp_path / "out")
+    assert not root.exists()
 
 
 @pytest.mark.skipif(host_resolves(datasets.CIFAR10.url) or host_resolves(datasets.FashionMNIST.mirrors[0]),
@@ -61,7 +143,8 @@ def test_fashion_mnist_files_on_disk_are_prepared_and_loaded(tmp_path: Path) -> 
 @pytest.mark.parametrize(("name", "wanted"), [
     ("cifar10", r"put cifar-10-python\.tar\.gz \(from http\S+\) or its unpacked cifar-10-batches-py/ into "),
     ("cifar100", r"put cifar-100-python\.tar\.gz \(from http\S+\) or its unpacked cifar-100-python/ into "),
-    ("fashion-mnist", r"put train-images-idx3-ubyte\.gz, .*t10k-labels-idx1-ubyte\.gz \(from http\S+\) into "
+    ("fashion-mnist", r"put train-images-idx3-ubyte\.gz, .*t10k-labels-idx1-ubyte\.gz \(from http\S+; gzipped, "
+                      r"bzip2, xz or plain\) into "
                       r".*FashionMNIST/raw/"),
 ])
 def test_offline_the_message_says_where_to_put_which_files(tmp_path: Path, name: str, wanted: str) -> None:

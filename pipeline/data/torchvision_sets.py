@@ -3,20 +3,25 @@ put which files."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision import datasets
 
+from pipeline.data.idx import find_idx, read_idx_split
 from pipeline.data.pools import Pools
 from pipeline.errors import CakdError
 
 DATASETS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
             "fashion-mnist": datasets.FashionMNIST}
+# The IDX files of each split (images, labels), as torchvision names them once unpacked.
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 # A closed network may drop packets instead of refusing: never wait longer than this for one socket operation.
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -37,36 +42,63 @@ def expected_files(name: str, root: Path) -> str:
     cls = DATASETS[name]
     if name == "fashion-mnist":
         files = ", ".join(fname for fname, _ in cls.resources)
-        return f"{files} (from {cls.mirrors[0]}) into {root / cls.__name__ / 'raw'}/"
+        return f"{files} (from {cls.mirrors[0]}; gzipped, bzip2, xz or plain) into {fashion_raw(root)}/"
     return f"{cls.filename} (from {cls.url}) or its unpacked {cls.base_folder}/ into {root}/"
 
 
+def fashion_raw(root: Path) -> Path:
+    return root / datasets.FashionMNIST.__name__ / "raw"
+
+
+def download(name: str, root: Path) -> None:
+    """One bounded download through torchvision into a temporary folder, moved into ``root`` only when
+    complete: a failed attempt leaves nothing inside ``root``."""
+    cls = DATASETS[name]
+    with tempfile.TemporaryDirectory(prefix="cakd-download-") as tmp:
+        try:
+            with socket_timeout(DOWNLOAD_TIMEOUT_S):
+                for train in (True, False):
+                    cls(tmp, train=train, download=True)
+        except (OSError, RuntimeError) as err:
+            reason = " ".join(str(err).split())
+            raise CakdError(f"{name} is not in {root} and could not be downloaded ({reason}); "
+                            f"put {expected_files(name, root)}") from None
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(tmp, root, dirs_exist_ok=True)
+
+
 def open_split(name: str, root: Path, train: bool) -> datasets.VisionDataset:
-    """Use the files on disk if they are there; otherwise try one download, bounded in time."""
+    """CIFAR: the files on disk if torchvision accepts them; otherwise one download, bounded in time."""
     cls = DATASETS[name]
     try:
         return cls(str(root), train=train, download=False)
     except RuntimeError:
         pass  # not on disk yet (torchvision's "Dataset not found" error)
-    try:
-        with socket_timeout(DOWNLOAD_TIMEOUT_S):
-            return cls(str(root), train=train, download=True)
-    except (OSError, RuntimeError) as err:
-        reason = " ".join(str(err).split())
-        raise CakdError(f"{name} is not in {root} and could not be downloaded ({reason}); "
-                        f"put {expected_files(name, root)}") from None
+    download(name, root)
+    return cls(str(root), train=train, download=False)
+
+
+def load_fashion_mnist(root: Path) -> Pools:
+    """The four IDX files, in any compression, checked by content; downloaded only if none is there."""
+    raw = fashion_raw(root)
+    if not any(find_idx(raw, stem) for pair in FASHION_FILES.values() for stem in pair):
+        download("fashion-mnist", root)
+    classes = list(datasets.FashionMNIST.classes)
+    images, labels = {}, {}
+    for split, (images_stem, labels_stem) in FASHION_FILES.items():
+        images[split], labels[split] = read_idx_split(raw, images_stem, labels_stem, 28, len(classes))
+    return Pools(classes=classes, images=images, labels=labels)
 
 
 def load_torchvision(name: str, root: str | Path) -> Pools:
     """Both splits as uint8 ``NxCxHxW`` tensors (C = 3 for CIFAR, 1 for Fashion-MNIST)."""
+    root = Path(root).expanduser()
+    if name == "fashion-mnist":
+        return load_fashion_mnist(root)
     images, labels = {}, {}
     for split in ("train", "test"):
-        ds = open_split(name, Path(root).expanduser(), train=split == "train")
-        data = ds.data
-        if isinstance(data, np.ndarray):  # CIFAR: NxHxWx3 numpy
-            images[split] = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
-        else:  # MNIST family: NxHxW tensor
-            images[split] = data.unsqueeze(1)
+        ds = open_split(name, root, train=split == "train")
+        images[split] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NxHxWx3 numpy
         labels[split] = torch.as_tensor(ds.targets, dtype=torch.int64)
         classes = list(ds.classes)
     return Pools(classes=classes, images=images, labels=labels)

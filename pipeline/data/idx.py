@@ -1,0 +1,83 @@
+"""MNIST-family IDX files as a user has them: gzip, bzip2, xz or plain, checked by content, not by archive MD5.
+
+torchvision accepts only its own archives (by MD5) or files unpacked under exact names; a re-compressed copy
+(e.g. Debian's ``dataset-fashion-mnist``) holds the same images but fails that check. Here the header, shape,
+size and label range are checked instead, and each problem is named in one line.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import CakdError
+
+# Compression by its magic bytes, whatever the file is called.
+DECOMPRESSORS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {
+    b"\x1f\x8b": ("gzip", gzip.decompress),
+    b"BZh": ("bzip2", bz2.decompress),
+    b"\xfd7zXZ\x00": ("xz", lzma.decompress),
+}
+SUFFIXES = ("", ".gz", ".bz2", ".xz")
+UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST-family sets use
+
+
+def find_idx(folder: Path, stem: str) -> Path | None:
+    """The file for ``stem`` (``stem``, ``stem.gz``, ``stem.bz2`` or ``stem.xz``), plain first."""
+    return next((folder / f"{stem}{s}" for s in SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+
+
+def read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    for magic, (kind, decompress) in DECOMPRESSORS.items():
+        if data.startswith(magic):
+            try:
+                return decompress(data)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
+                raise CakdError(f"{path}: damaged {kind} data ({err})") from None
+    return data
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX array of unsigned bytes with ``ndim`` dimensions; wrong magic, type or size is an error."""
+    data = read_bytes(path)
+    if len(data) < 4 or data[:2] != b"\x00\x00":
+        raise CakdError(f"{path} is not an IDX file (it starts with {data[:4].hex() or 'nothing'}, "
+                        f"expected 000008{ndim:02x})")
+    if (data[2], data[3]) != (UBYTE, ndim):
+        raise CakdError(f"{path} is an IDX file of type 0x{data[2]:02x} with {data[3]} dimensions, expected "
+                        f"unsigned bytes (0x08) with {ndim}")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(data) - header != expected:
+        state = "is truncated" if len(data) - header < expected else "has trailing bytes"
+        raise CakdError(f"{path} {state}: its header announces {'x'.join(map(str, shape))} = {expected} bytes "
+                        f"of data, it holds {max(len(data) - header, 0)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx_split(folder: Path, images_stem: str, labels_stem: str, size: int, num_classes: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (``Nx1xHxW`` uint8) and labels (int64) of one split, checked against each other."""
+    paths = {stem: find_idx(folder, stem) for stem in (images_stem, labels_stem)}
+    missing = [stem for stem, path in paths.items() if path is None]
+    if missing:
+        raise CakdError(f"{folder}: missing {', '.join(missing)} (plain, .gz, .bz2 or .xz)")
+    images, labels = read_idx(paths[images_stem], 3), read_idx(paths[labels_stem], 1)
+    if images.shape[1:] != (size, size):
+        raise CakdError(f"{paths[images_stem]} holds {images.shape[1]}x{images.shape[2]} images, "
+                        f"expected {size}x{size}")
+    if len(images) != len(labels):
+        raise CakdError(f"{paths[images_stem]} holds {len(images)} images but {paths[labels_stem]} "
+                        f"{len(labels)} labels")
+    if len(labels) and labels.max() >= num_classes:
+        raise CakdError(f"{paths[labels_stem]} has label {labels.max()}; the set has {num_classes} classes")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
