@@ -48,14 +48,15 @@ COMPRESSION = {"train-images-idx3-ubyte": (".gz", lambda b: gzip.compress(b, com
 
 
 def write_fashion_files(root: Path, n_train: int = 300, n_test: int = 100,
-                        arrays: dict[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """The four IDX files from real digits into ``root/FashionMNIST/raw``; ``arrays`` replaces some contents."""
+                        arrays: dict[str, np.ndarray] | None = None, raw: Path | None = None) -> dict[str, Path]:
+    """The four IDX files from real digits into ``raw`` (default ``root/FashionMNIST/raw``); ``arrays``
+    replaces some contents."""
     images, labels = digits_28()
     contents = {"train-images-idx3-ubyte": images[:n_train], "train-labels-idx1-ubyte": labels[:n_train],
                 "t10k-images-idx3-ubyte": images[n_train:n_train + n_test],
                 "t10k-labels-idx1-ubyte": labels[n_train:n_train + n_test], **(arrays or {})}
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
+    raw = raw or root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
     paths = {}
     for stem, array in contents.items():
         suffix, compress = COMPRESSION[stem]
@@ -92,6 +93,15 @@ def test_fashion_mnist_files_in_any_compression_are_read_by_content(tmp_path: Pa
     train, test = build_datasets(cfg, manifest, seed=0)
     image, label = test[13]
     assert (len(train), len(test)) == (30, 100) and image.shape == (3, 16, 16) and label == labels[313]
+
+
+def test_fashion_mnist_files_directly_in_the_root_are_used_as_they_are(tmp_path: Path) -> None:
+    root = tmp_path / "fashion-mnist"  # like Debian's /usr/share/datasets/fashion-mnist
+    write_fashion_files(root, raw=root)
+    before = tree(root)
+    manifest = prepare_data(DataParams(name="fashion-mnist", root=str(root)), seed=0, out_dir=tmp_path / "out")
+    assert manifest["counts"] == {"train": 300, "test": 100}
+    assert tree(root) == before
 
 
 @pytest.mark.parametrize(("damage", "wanted"), [
@@ -144,8 +154,7 @@ def test_a_failed_download_creates_nothing_in_the_data_root(tmp_path: Path, name
     ("cifar10", r"put cifar-10-python\.tar\.gz \(from http\S+\) or its unpacked cifar-10-batches-py/ into "),
     ("cifar100", r"put cifar-100-python\.tar\.gz \(from http\S+\) or its unpacked cifar-100-python/ into "),
     ("fashion-mnist", r"put train-images-idx3-ubyte\.gz, .*t10k-labels-idx1-ubyte\.gz \(from http\S+; gzipped, "
-                      r"bzip2, xz or plain\) into "
-                      r".*FashionMNIST/raw/"),
+                      r"bzip2, xz or plain\) into \S+/FashionMNIST/raw/ or \S+/$"),
 ])
 def test_offline_the_message_says_where_to_put_which_files(tmp_path: Path, name: str, wanted: str) -> None:
     start = time.perf_counter()

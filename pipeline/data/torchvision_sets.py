@@ -42,7 +42,7 @@ def expected_files(name: str, root: Path) -> str:
     cls = DATASETS[name]
     if name == "fashion-mnist":
         files = ", ".join(fname for fname, _ in cls.resources)
-        return f"{files} (from {cls.mirrors[0]}; gzipped, bzip2, xz or plain) into {fashion_raw(root)}/"
+        return f"{files} (from {cls.mirrors[0]}; gzipped, bzip2, xz or plain) into {fashion_raw(root)}/ or {root}/"
     return f"{cls.filename} (from {cls.url}) or its unpacked {cls.base_folder}/ into {root}/"
 
 
@@ -78,15 +78,25 @@ def open_split(name: str, root: Path, train: bool) -> datasets.VisionDataset:
     return cls(str(root), train=train, download=False)
 
 
+def fashion_folder(root: Path) -> Path | None:
+    """torchvision's place for the files (``root/FashionMNIST/raw``), or ``root`` itself if they are there
+    (e.g. ``data.root: /usr/share/datasets/fashion-mnist`` from Debian's package)."""
+    for folder in (fashion_raw(root), root):
+        if any(find_idx(folder, stem) for pair in FASHION_FILES.values() for stem in pair):
+            return folder
+    return None
+
+
 def load_fashion_mnist(root: Path) -> Pools:
     """The four IDX files, in any compression, checked by content; downloaded only if none is there."""
-    raw = fashion_raw(root)
-    if not any(find_idx(raw, stem) for pair in FASHION_FILES.values() for stem in pair):
+    folder = fashion_folder(root)
+    if folder is None:
         download("fashion-mnist", root)
+        folder = fashion_raw(root)
     classes = list(datasets.FashionMNIST.classes)
     images, labels = {}, {}
     for split, (images_stem, labels_stem) in FASHION_FILES.items():
-        images[split], labels[split] = read_idx_split(raw, images_stem, labels_stem, 28, len(classes))
+        images[split], labels[split] = read_idx_split(folder, images_stem, labels_stem, 28, len(classes))
     return Pools(classes=classes, images=images, labels=labels)
 
 
