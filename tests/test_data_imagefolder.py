@@ -13,6 +13,7 @@ from PIL import Image
 from pipeline.data import build_datasets, prepare_data
 from pipeline.errors import CakdError
 from pipeline.params import DataParams
+from tests.conftest import run_cakd, tiny_params, write_params
 
 torch.set_num_threads(2)
 SIZE = 16
@@ -172,3 +173,15 @@ def test_a_class_whose_images_are_all_corrupt_is_an_error_even_when_skipping(tmp
         path.write_text("junk")
     with pytest.raises(CakdError, match=r"class folder .*train/dog has no readable images"):
         prepare_data(config(root, on_corrupt="skip"), seed=0, out_dir=tmp_path / "out")
+
+
+def test_prepare_says_on_the_console_how_many_files_it_skipped(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "data")
+    (root / "train/cat/note.jpg").write_text("not an image")
+    truncated_jpeg(root / "val/dog/cut.jpg")
+    data = {"name": "imagefolder", "root": str(root), "img_size": SIZE, "on_corrupt": "skip",
+            "train_per_class": 0, "test_per_class": 0}
+    write_params(tmp_path / "params.yaml", tiny_params(data=data))
+    proc = run_cakd("prepare", cwd=tmp_path, check=True)
+    assert ("skipped 2 unreadable image files (on_corrupt: skip): train/cat/note.jpg, val/dog/cut.jpg; "
+            "all are listed in the manifest") in proc.stderr

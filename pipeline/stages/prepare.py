@@ -14,4 +14,9 @@ def run(params: Params, out_dir: Path) -> dict:
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
     console.print(f"{params.data.name}: {manifest['num_classes']} classes, {counts} images "
                   f"-> {out_dir / 'manifest.json'}")
+    skipped = manifest.get("skipped", {}).get("files", [])
+    if skipped:  # on_corrupt: skip must not hide how much data was left out
+        shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        console.print(f"skipped {len(skipped)} unreadable image file{'s' if len(skipped) > 1 else ''} "
+                      f"(on_corrupt: skip): {shown}; all are listed in the manifest", markup=False)
     return manifest
