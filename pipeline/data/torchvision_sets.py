@@ -63,8 +63,12 @@ def download(name: str, root: Path) -> None:
             reason = " ".join(str(err).split())
             raise CakdError(f"{name} is not in {root} and could not be downloaded ({reason}); "
                             f"put {expected_files(name, root)}") from None
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tmp, root, dirs_exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(tmp, root, dirs_exist_ok=True)
+        except OSError as err:
+            raise CakdError(f"{name} was downloaded but cannot be stored in {root} ({err.strerror}); "
+                            "set data.root to a folder you can write") from None
 
 
 def open_split(name: str, root: Path, train: bool) -> datasets.VisionDataset:
