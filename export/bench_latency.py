@@ -25,11 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from export.int8 import Activations, quantize_int8
 from export.onnx_export import export_onnx, variant_path
 from export.report import budget_pick
-from export.runtimes import Runner, is_quantized, ort_runner, top1_accuracy, torch_runner
+from export.runtimes import Runner, is_quantized, ort_runner, torch_runner
 from export.sysinfo import system_info
 from export.tensorrt import Precision, build_engine, tensorrt_runner, tensorrt_unavailable
 from pipeline.errors import CakdError
 from pipeline.fileio import file_hash, read_json
+from pipeline.metrics import top1_accuracy
 from pipeline.models import load_model
 from pipeline.params import BenchParams, ExportParams
 

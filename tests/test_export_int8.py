@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 from export.bench_latency import pinned_threads
 from export.int8 import export_int8, quantize_int8
 from export.onnx_export import export_onnx
-from export.runtimes import evaluate_onnx, is_quantized, ort_session, top1_accuracy
+from export.runtimes import evaluate_onnx, is_quantized, ort_session
 from pipeline.data import build_datasets, prepare_data
 from pipeline.errors import CakdError
+from pipeline.metrics import top1_accuracy
 from pipeline.params import DataParams
 
 IMG = 16
