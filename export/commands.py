@@ -27,6 +27,9 @@ from pipeline.params import Params
 from pipeline.ui import console
 
 EVAL_BATCH = 64
+SKIPPED_INT8 = {"status": "skipped", "reason": "INT8 not requested (export.int8 / --int8)", "top1": None,
+                "fp32_top1": None, "drop": None, "agreement": None, "images": None, "activations": None,
+                "path": None}
 
 
 def spread_sample(dataset: Dataset, count: int) -> torch.Tensor:
@@ -59,8 +62,9 @@ def _reusable(report_path: Path, digest: str, need_fp16: bool, need_int8: bool) 
             return None
         files.append(onnx["fp16"]["path"])
     if need_int8:
-        if not int8 or int8["activations"] != "int8":  # TensorRT needs symmetric activations
-            return None
+        int8 = int8 or {}
+        if int8.get("status") != "ok" or int8.get("activations") != "int8" or int8.get("quantize_bias", True):
+            return None  # TensorRT needs symmetric activations and float biases
         files.append(int8["path"])
     return report if all(Path(f).is_file() for f in files) else None
 
@@ -87,13 +91,18 @@ def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Pa
         report["onnx"] = export_onnx(model, onnx_path, img_size=spec.img_size, in_chans=spec.in_chans,
                                      opset=cfg.opset, parity_images=spread_sample(test_ds, cfg.parity_images),
                                      atol=cfg.atol, fp16=need_fp16, fp16_atol=cfg.fp16_atol)
-        report["int8"] = None
+        report["int8"] = SKIPPED_INT8
         if need_int8:
             loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
             report["int8"] = export_int8(onnx_path, variant_path(onnx_path, "int8"),
                                          spread_sample(train_ds, cfg.calib_images), loader,
                                          max_accuracy_drop=cfg.max_accuracy_drop,
-                                         activations="int8" if fmt == "trt" else cfg.int8_activations)
+                                         min_agreement=cfg.min_int8_agreement,
+                                         activations="int8" if fmt == "trt" else cfg.int8_activations,
+                                         quantize_bias=fmt != "trt")
+        if report["int8"]["status"] == "rejected" and (cfg.strict or (fmt == "trt" and precision == "int8")):
+            raise CakdError(f"{report['int8']['reason']}; no INT8 ONNX written"
+                            f"{' (export.strict)' if cfg.strict else ''}")
         write_json(report_path, report)
     _print_export(report)
     if fmt == "trt":
@@ -118,11 +127,15 @@ def _print_export(report: dict) -> None:
         half = onnx["fp16"]
         table.add_row(escape(half["path"]), "FP16 parity", f"max |diff| {half['max_abs_diff']:.2e}, "
                       f"top-1 agreement {100 * half['top1_agreement']:.1f}%", f"{half['size_bytes'] / 2**20:.2f}")
-    if report["int8"]:
-        q = report["int8"]
-        table.add_row(escape(q["path"]), "INT8 test top-1", f"{q['int8_top1']:.2f}% vs FP32 {q['fp32_top1']:.2f}% "
-                      f"(drop {q['accuracy_drop']:.2f})", f"{q['size_bytes'] / 2**20:.2f}")
+    q = report["int8"]
+    if q["status"] != "skipped":
+        table.add_row(escape(q["path"] or "(INT8 rejected, not written)"), f"INT8 on {q['images']} test images",
+                      f"top-1 {q['top1']:.2f}% vs FP32 {q['fp32_top1']:.2f}% (drop {q['drop']:.2f}), "
+                      f"agreement {q['agreement']:.1f}%", "-" if q["size_bytes"] is None else
+                      f"{q['size_bytes'] / 2**20:.2f}")
     console.print(table)
+    if q["status"] == "rejected":
+        console.print(f"[yellow]INT8 rejected[/yellow]: {escape(q['reason'])}")
 
 
 def bench_latency_command(params: Params, models: list[Path], out_dir: Path, manifest: Path | None = None) -> dict:

@@ -85,11 +85,13 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, d
            fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="also an FP16 ONNX "
                                                      "(default: export.fp16)")] = None,
            int8: Annotated[bool | None, typer.Option("--int8/--no-int8", help="also a static INT8 (QDQ) ONNX, "
-                                                     "accuracy-gated (default: export.int8)")] = None) -> None:
+                                                     "accuracy-gated (default: export.int8)")] = None,
+           strict: Annotated[bool, typer.Option("--strict", help="a rejected INT8 is an error, not a note "
+                                                "in export.json (export.strict)")] = False) -> None:
     """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
     from export.commands import export_command
 
-    cfg = _params(params, set_)
+    cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []))
     export_command(cfg, checkpoint, data, out, format_.value, cfg.export.fp16 if fp16 is None else fp16,
                    cfg.export.int8 if int8 is None else int8)
 

@@ -146,7 +146,9 @@ class ExportParams(Section):
     # symmetric "int8", which `--format trt` always uses.
     int8_activations: Literal["uint8", "int8"] = "uint8"
     calib_images: int = Field(256, ge=1)
-    max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate, top-1 points
+    max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate (top-1 points) and runtime check in bench
+    min_int8_agreement: float = Field(95.0, ge=0, le=100)  # INT8 gate: % of test images where INT8 top-1 = FP32's
+    strict: bool = False  # a rejected INT8 stops `cakd export` (non-zero exit) instead of being recorded
     parity_images: int = Field(256, ge=1)
     trt: TRTParams = Field(default_factory=TRTParams)
 

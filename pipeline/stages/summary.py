@@ -47,8 +47,8 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
         "gain_over_baseline": evaluation["gain_over_baseline"],
         "onnx_max_abs_diff": onnx["max_abs_diff"],
         "onnx_top1_agreement": onnx["top1_agreement"],
-        "int8_top1": int8["int8_top1"] if int8 else None,
-        "int8_accuracy_drop": int8["accuracy_drop"] if int8 else None,
+        "int8_top1": int8["top1"] if int8 and int8["status"] == "ok" else None,
+        "int8_accuracy_drop": int8["drop"] if int8 and int8["status"] == "ok" else None,
         **latency,
         "student_speedup_over_teacher": speedup,
     }
@@ -69,7 +69,9 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     table.add_row("gain over the student alone", f"{summary['gain_over_baseline']:+.2f} points")
     table.add_row("ONNX parity (max |logit diff|, top-1 agreement)",
                   f"{summary['onnx_max_abs_diff']:.1e}, {100 * summary['onnx_top1_agreement']:.1f}%")
-    if int8:
+    if int8 and int8["status"] == "rejected":
+        table.add_row("INT8 ONNX", f"INT8 rejected: {int8['reason']}")
+    elif int8 and int8["status"] == "ok":
         table.add_row("INT8 ONNX top-1 (drop)",
                       f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
     table.add_row("student latency: PyTorch / onnxruntime / INT8",
