@@ -14,10 +14,13 @@ from rich.markup import escape
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from export.bench_latency import bench_latency
+from export.bench_inputs import resolve
+from export.bench_latency import Context, pinned_threads, run_bench
 from export.int8 import export_int8
 from export.onnx_export import export_onnx, variant_path
-from export.report import print_table, write_csv, write_pareto_plot
+from export.report import picks, print_table, write_csv, write_pareto_plot
+from export.runtimes import RUNTIMES, Settings
+from export.sysinfo import load_average, load_warning, system_info
 from export.tensorrt import build_engine
 from pipeline.data import build_datasets, load_manifest
 from pipeline.errors import CakdError
@@ -138,28 +141,53 @@ def _print_export(report: dict) -> None:
         console.print(f"[yellow]INT8 rejected[/yellow]: {escape(q['reason'])}")
 
 
-def bench_latency_command(params: Params, models: list[Path], out_dir: Path, manifest: Path | None = None) -> dict:
-    """Benchmark ``models`` (checkpoints and/or ONNX files) and write ``bench.json``, ``bench.csv`` and,
-    when a dataset gives accuracies, ``pareto.png`` into ``out_dir``."""
-    if not models:
-        raise CakdError("give at least one model file (.pt checkpoint or .onnx) to benchmark")
+def _bench_context(params: Params, manifest: Path | None, work: Path) -> Context:
+    bench = params.bench
+    settings = Settings(bench.threads, work, tuple(sorted(bench.batch_sizes)), params.export.trt.workspace_mb,
+                        bench.openvino_hint)
+    ctx = Context(settings, params.export, int8_activations=params.export.int8_activations)
+    if manifest is not None:
+        data = load_manifest(manifest)
+        train_ds, test_ds = build_datasets(params.data, data, params.seed, train_augment=False)
+        ctx.loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+        ctx.parity_images = spread_sample(test_ds, params.export.parity_images)
+        ctx.calib_images = spread_sample(train_ds, params.export.calib_images)
+        ctx.num_classes = data["num_classes"]
+    return ctx
+
+
+def bench_latency_command(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None) -> dict:
+    """Benchmark ``[LABEL=]PATH`` items and write ``bench.json``, ``bench.csv`` and, when a dataset gives
+    accuracies, ``pareto.png`` into ``out_dir``."""
+    bench = params.bench
     json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
     remove_outputs([json_path, csv_path, png_path])
-    loader = parity = calib = None
-    if manifest is not None:
-        train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
-        loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
-        parity = spread_sample(test_ds, params.export.parity_images)
-        calib = spread_sample(train_ds, params.export.calib_images)
-    with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work:  # on-the-fly ONNX and engines
-        result = bench_latency(models, Path(work), bench=params.bench, export=params.export, loader=loader,
-                               parity_images=parity, calib_images=calib,
-                               int8_activations=params.export.int8_activations)
-    has_accuracy = all(row["top1"] is not None for row in result["rows"])
+    models, notes = resolve(items)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work, pinned_threads(bench.threads):
+        rows = run_bench(models, _bench_context(params, manifest, Path(work)), runtimes=list(bench.runtimes),
+                         precisions=list(bench.precisions), batch_sizes=sorted(bench.batch_sizes),
+                         warmup=bench.warmup, runs=bench.runs, rounds=bench.rounds)
+    load_after = load_average()
+    warning = load_warning(load_before, load_after, bench.threads)
+    settings = Settings(bench.threads, out_dir, tuple(sorted(bench.batch_sizes)), params.export.trt.workspace_mb,
+                        bench.openvino_hint)
+    result = {
+        "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
+                   "load_warning": warning},
+        "settings": {**bench.model_dump(mode="json"), "batch_sizes": sorted(bench.batch_sizes),
+                     "max_accuracy_drop": params.export.max_accuracy_drop,
+                     "sessions": {r: RUNTIMES[r].options(settings) for r in bench.runtimes}},
+        "models": [{"label": m.label, "given": [str(p) for p in m.given]} for m in models],
+        "notes": notes + ([warning] if warning else []),
+        "rows": rows,
+        "picks": picks(rows, list(bench.runtimes), bench.budget_ms, params.export.max_accuracy_drop),
+    }
+    has_accuracy = any(row["top1"] is not None for row in rows)
     result["pareto_png"] = str(png_path) if has_accuracy else None
     if has_accuracy:
-        write_pareto_plot(result["rows"], png_path, params.bench.budget_ms)
+        write_pareto_plot(rows, png_path, bench.budget_ms)
     write_json(json_path, result)
-    write_csv(result["rows"], csv_path)
+    write_csv(rows, csv_path)
     print_table(result, console)
     return result

@@ -97,15 +97,18 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, d
 
 
 @app.command("bench-latency")
-def bench_latency(models: Annotated[list[Path], typer.Argument(help="checkpoints (.pt) and/or ONNX files")],
+def bench_latency(models: Annotated[list[str], typer.Argument(
+                      help="[LABEL=]PATH items: checkpoints (.pt), ONNX files or cakd export folders; "
+                           "LABEL names the model in every row")],
                   params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
                   = None,
                   out: Path = Path("artifacts/bench"),
-                  budget_ms: Annotated[float | None, typer.Option(help="name the most accurate model whose "
-                                                                  "batch-1 latency fits (bench.budget_ms)")] = None
+                  budget_ms: Annotated[float | None, typer.Option(help="per runtime, pick the most accurate "
+                                                                  "artefact whose batch-1 p50 fits (bench.budget_ms)")]
+                  = None
                   ) -> None:
-    """Latency (p50/p90/p99), throughput, size and accuracy of several models across runtimes."""
+    """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
     from export.commands import bench_latency_command
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])

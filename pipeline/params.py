@@ -156,12 +156,23 @@ class ExportParams(Section):
 class BenchParams(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
     warmup: int = Field(10, ge=0)
-    runs: int = Field(50, ge=1)
+    runs: int = Field(50, ge=1)  # timed calls per round; p99 is reported once rounds x runs >= 100
+    rounds: int = Field(3, ge=1)  # interleaved rounds: every (model, runtime) is timed once per round
     threads: int = Field(2, ge=1)
-    runtimes: list[Literal["torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda", "onnxruntime-int8",
-                           "tensorrt"]] = Field(default_factory=lambda: ["torch", "onnxruntime",
-                                                                        "onnxruntime-int8"])
+    runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime", "openvino"])  # export/runtimes.py
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])
+    openvino_hint: Literal["f32", "bf16", "f16"] = "f32"  # OpenVINO INFERENCE_PRECISION_HINT
     budget_ms: float | None = Field(None, gt=0)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, names: list[str]) -> list[str]:
+        from export.runtimes import RUNTIMES
+
+        unknown = [n for n in names if n not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime '{unknown[0]}'; available: {', '.join(RUNTIMES)}")
+        return names
 
 
 class Params(Section):
