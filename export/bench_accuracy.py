@@ -3,7 +3,7 @@
 A fast runtime that computes something else is worse than a slow one: OpenVINO once read an INT8 ONNX
 with a dynamic batch axis and returned 26% top-1 where onnxruntime gave 80.7%. So each result is
 compared with its reference - the same artefact on onnxruntime; onnxruntime itself against PyTorch
-FP32 (FP32/FP16 files) or against its own FP32 result (INT8) - and fails when it is more than
+FP32 (or, for INT8 without a checkpoint, against the FP32 ONNX) - and fails when it is more than
 ``max_drop`` top-1 points below it, or when its reference failed.
 """
 
@@ -40,17 +40,13 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Loader) ->
 def reference_of(key: Key, measured: set[Key]) -> Key | None:
     """What a result is checked against (see the module docstring), if it was measured."""
     model, runtime, precision = key
-    if runtime != "onnxruntime":
-        ref = (model, "onnxruntime", precision)
-        if ref in measured:
-            return ref
-    if runtime == "onnxruntime" and precision == "int8":
-        ref = (model, "onnxruntime", "fp32")
-    elif runtime not in ("torch", "torch-cuda"):
-        ref = (model, "torch", "fp32")
-    else:
+    if runtime in ("torch", "torch-cuda"):
         return None
-    return ref if ref in measured and ref != key else None
+    chain = [(model, "onnxruntime", precision)] if runtime != "onnxruntime" else []
+    chain.append((model, "torch", "fp32"))
+    if precision == "int8":
+        chain.append((model, "onnxruntime", "fp32"))
+    return next((ref for ref in chain if ref in measured and ref != key), None)
 
 
 def check(results: dict[Key, Accuracy], max_drop: float) -> dict[Key, tuple[str, str | None]]:

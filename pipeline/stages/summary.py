@@ -15,12 +15,13 @@ from pipeline.fileio import read_json, write_json
 from pipeline.ui import console
 
 
-def _latency(rows: list[dict], checkpoint: str, runtime: str, batch: int = 1) -> float | None:
+def _latency(rows: list[dict], checkpoint: str, runtime: str, precision: str = "fp32", batch: int = 1) -> float | None:
     """p50 latency (ms) at ``batch`` on ``runtime`` of the model benchmarked from ``checkpoint`` (its ONNX
     rows come from the export folder, so rows are matched by the model name the checkpoint's rows carry)."""
     names = {row["model"] for row in rows if row["source"] == checkpoint}
     for row in rows:
-        if row["model"] in names and row["runtime"] == runtime and row["batch_size"] == batch:
+        if (row["model"] in names and row["runtime"] == runtime and row["precision"] == precision
+                and row["batch_size"] == batch):
             return row["p50_ms"]
     return None
 
@@ -34,7 +35,7 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     latency = {
         "student_torch_ms": _latency(rows, str(student), "torch"),
         "student_onnxruntime_ms": _latency(rows, str(student), "onnxruntime"),
-        "student_int8_ms": _latency(rows, str(student), "onnxruntime-int8"),
+        "student_int8_ms": _latency(rows, str(student), "onnxruntime", "int8"),
         "teacher_onnxruntime_ms": _latency(rows, str(teacher), "onnxruntime"),
     }
     speedup = (latency["teacher_onnxruntime_ms"] / latency["student_onnxruntime_ms"]
