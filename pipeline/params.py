@@ -156,7 +156,7 @@ class ExportParams(Section):
 class BenchParams(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
     warmup: int = Field(10, ge=0)
-    runs: int = Field(50, ge=1)  # timed calls per round; p99 is reported once rounds x runs >= 100
+    runs: int = Field(34, ge=1)  # timed calls per round; p99 is reported once rounds x runs >= 100
     rounds: int = Field(3, ge=1)  # interleaved rounds: every (model, runtime) is timed once per round
     threads: int = Field(2, ge=1)
     runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime", "openvino"])  # export/runtimes.py

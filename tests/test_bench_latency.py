@@ -292,3 +292,10 @@ def test_latency_statistics_pareto_front_and_picks_by_hand() -> None:
     assert pick_for(rows, "openvino", None, 1.0)["model"] == "big"  # no budget: nothing within 1 point is faster
     assert pick_for(rows, "openvino", None, 5.0)[("model")] == "mid" and pick_for(rows, "openvino", None, 5.0)[
         "precision"] == "int8"
+
+
+def test_bench_runtimes_come_from_the_runtime_table() -> None:
+    with pytest.raises(ValueError, match="unknown runtime 'onnxruntime-int8'; available: torch, torch-cuda, "
+                                         "onnxruntime, onnxruntime-cuda, openvino, tensorrt"):
+        Params.model_validate({**PARAMS, "bench": {"runtimes": ["onnxruntime-int8"]}})
+    assert Params.model_validate({**PARAMS, "bench": {"runtimes": list(RUNTIMES)}}).bench.runtimes == list(RUNTIMES)
