@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -83,7 +84,8 @@ def _panel(ax: plt.Axes, rows: list[dict], batch: int, budget_ms: float | None) 
                    label="failed accuracy check", zorder=1)
     if points:
         front = sorted(points[i] for i in pareto_front(points))
-        ax.plot(*zip(*front, strict=True), color="tab:red", linewidth=1, label="Pareto front", zorder=3)
+        ax.plot(*zip(*front, strict=True), color="tab:red", linewidth=1, marker="o", markerfacecolor="none",
+                markersize=11, label="Pareto front", zorder=3)
     for r in ok + bad:
         text = label(r) + (" (failed)" if r["status"] == "failed" else "")
         ax.annotate(text, (r[PICK_METRIC], r["top1"]), textcoords="offset points", xytext=(4, 4), fontsize=6,
@@ -91,6 +93,7 @@ def _panel(ax: plt.Axes, rows: list[dict], batch: int, budget_ms: float | None) 
     if budget_ms is not None and batch == 1:
         ax.axvline(budget_ms, color="tab:blue", linestyle="--", label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels overlap on narrow ranges
     ax.set_xlabel(f"p50 latency at batch {batch} (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"batch {batch}")
