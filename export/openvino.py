@@ -46,4 +46,4 @@ def openvino_runner(session: Session) -> Runner:
                                                      dtype=np.float32)
         return lambda: request.infer({0: x})
 
-    return Runner("openvino", predict, timed_call)
+    return Runner(predict, timed_call)

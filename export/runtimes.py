@@ -8,7 +8,7 @@ timed call measures inference only (``timed_call``). Adding a runtime = one row 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from pipeline.errors import CakdError
-from pipeline.metrics import top1_accuracy
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -36,7 +35,6 @@ class Runner:
     """One model on one runtime. ``timed_call(batch)`` returns a zero-argument call that runs one
     batch and returns only when the device is done (so wall-clock timing around it is honest)."""
 
-    runtime: str
     predict: Callable[[torch.Tensor], torch.Tensor]
     timed_call: Callable[[int], Callable[[], None]]
 
@@ -55,8 +53,7 @@ def ort_session(path: str | Path, threads: int | None = None, cuda: bool = False
         raise CakdError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}") from None
 
 
-def ort_runner(path: str | Path, threads: int | None = None, cuda: bool = False,
-               runtime: str = "onnxruntime") -> Runner:
+def ort_runner(path: str | Path, threads: int | None = None, cuda: bool = False) -> Runner:
     session = ort_session(path, threads, cuda)
     inp = session.get_inputs()[0]
     _, c, h, w = inp.shape
@@ -68,7 +65,7 @@ def ort_runner(path: str | Path, threads: int | None = None, cuda: bool = False,
         x = np.random.default_rng(0).standard_normal((batch, c, h, w), dtype=np.float32)
         return lambda: session.run(None, {inp.name: x})
 
-    return Runner(runtime, predict, timed_call)
+    return Runner(predict, timed_call)
 
 
 def torch_runner(model: nn.Module, img_size: int, in_chans: int = 3, device: str = "cpu") -> Runner:
@@ -91,7 +88,7 @@ def torch_runner(model: nn.Module, img_size: int, in_chans: int = 3, device: str
 
         return call
 
-    return Runner("torch-cuda" if device.startswith("cuda") else "torch", predict, timed_call)
+    return Runner(predict, timed_call)
 
 
 def is_quantized(path: str | Path) -> bool:
@@ -103,12 +100,6 @@ def is_quantized(path: str | Path) -> bool:
 def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                     batch_size: int = 64) -> torch.Tensor:
     return torch.cat([predict(chunk) for chunk in images.split(batch_size)])
-
-
-def evaluate_onnx(path: str | Path, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                  threads: int | None = None) -> float:
-    """Top-1 (percent) of an ONNX file on onnxruntime CPU."""
-    return top1_accuracy(ort_runner(path, threads).predict, loader)
 
 
 @dataclass(frozen=True)
@@ -183,7 +174,7 @@ RUNTIMES: dict[str, Runtime] = {rt.name: rt for rt in (
     Runtime("onnxruntime", {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}, lambda: None,
             _ort_options, lambda s: ort_runner(s.path, s.settings.threads)),
     Runtime("onnxruntime-cuda", {"fp32": "onnx", "fp16": "onnx-fp16"}, _no_cuda_ort, _ort_options,
-            lambda s: ort_runner(s.path, s.settings.threads, cuda=True, runtime="onnxruntime-cuda")),
+            lambda s: ort_runner(s.path, s.settings.threads, cuda=True)),
     Runtime("openvino", {"fp32": "onnx", "int8": "onnx-int8"}, _openvino("openvino_unavailable"),
             _openvino("openvino_options"), _openvino("openvino_runner")),
     Runtime("tensorrt", {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8-trt"},

@@ -130,7 +130,7 @@ def tensorrt_runner(engine_path: str | Path) -> Runner:
         x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0)).cuda()
         return lambda: infer(x)
 
-    return Runner("tensorrt", lambda x: infer(x).cpu(), timed_call)
+    return Runner(lambda x: infer(x).cpu(), timed_call)
 
 
 def tensorrt_session_runner(session: Session) -> Runner:

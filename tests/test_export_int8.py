@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from export.bench_latency import pinned_threads
 from export.int8 import export_int8, int8_gate, quantize_int8
 from export.onnx_export import export_onnx
-from export.runtimes import evaluate_onnx, is_quantized, ort_session
+from export.runtimes import is_quantized, ort_runner, ort_session
 from pipeline.data import build_datasets, prepare_data
 from pipeline.errors import CakdError
 from pipeline.metrics import top1_accuracy
@@ -104,6 +104,10 @@ def test_int8_export_runs_in_onnxruntime_and_keeps_accuracy(tmp_path: Path, digi
     assert report["drop"] <= 2.0 and report["calib_images"] == 64
     assert report["images"] == len(test) and 90.0 <= report["agreement"] <= 100.0
     assert ort_session(out).run(None, {"input": test[0][0][None].numpy()})[0].shape == (1, 10)
+
+
+def evaluate_onnx(path: Path, loader: DataLoader) -> float:
+    return top1_accuracy(ort_runner(path).predict, loader)
 
 
 def int32_dequantize_nodes(path: Path) -> list[str]:
