@@ -1,9 +1,12 @@
-"""Latency of several models across the runtimes present, measured the same way for each.
+"""Latency and accuracy of several models on every runtime of ``export/runtimes.py``'s table.
 
-Inputs are checkpoints (``.pt``: PyTorch rows, and onnxruntime rows through an ONNX exported on the
-fly unless one is given), ONNX files (a QDQ graph is the ``onnxruntime-int8`` runtime) and folders of
-ONNX files (``cakd export``'s output, whose ``export.json`` ties them to their checkpoint). A requested
-runtime that cannot run here is listed with the reason, never silently dropped.
+For each (model, runtime, precision) the artefact the runtime consumes is found among the given files
+or made here (ONNX export, INT8 quantisation, TensorRT's INT8 form); the test split is run through it
+(top-1, max |logit diff| vs PyTorch FP32) and a result that falls more than ``export.max_accuracy_drop``
+below its reference is marked failed. Latency is then measured in interleaved rounds, so a change in
+machine load hits every model and runtime alike. Nothing requested is dropped silently: a runtime
+that cannot run here, an artefact that cannot be made or an INT8 model the export gate rejected is a
+row with its status and reason.
 """
 
 from __future__ import annotations
@@ -12,80 +15,75 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from export.int8 import Activations, quantize_int8
-from export.onnx_export import export_onnx, variant_path
-from export.report import budget_pick
-from export.runtimes import Runner, is_quantized, ort_runner, top1_accuracy, torch_runner
-from export.sysinfo import system_info
-from export.tensorrt import Precision, build_engine, tensorrt_runner, tensorrt_unavailable
+from export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from export.bench_inputs import Model
+from export.int8 import Activations, export_int8, quantize_int8
+from export.onnx_export import export_onnx
+from export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from pipeline.errors import CakdError
-from pipeline.fileio import file_hash, read_json
 from pipeline.models import load_model
-from pipeline.params import BenchParams, ExportParams
+from pipeline.params import ExportParams
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
+P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile
 
 
 @dataclass
-class Candidate:
-    """One model file on one runtime, with what is known about the model it holds."""
+class Context:
+    """Everything the artefacts are made and checked with (the same for every model)."""
 
-    model: str
-    runtime: str
-    precision: Precision
-    path: Path  # the file measured (an ONNX or engine made here on the fly, or the given file)
-    source: Path  # the file the user gave
-    make_runner: Callable[[], Runner]
+    settings: Settings
+    export: ExportParams
+    loader: Loader | None = None
+    parity_images: torch.Tensor | None = None
+    calib_images: torch.Tensor | None = None
+    num_classes: int | None = None
+    int8_activations: Activations = "uint8"
+
+
+@dataclass
+class Loaded:
+    """A model with what is known about it: PyTorch module (when a checkpoint was given) and shape."""
+
+    model: Model
+    net: nn.Module | None
+    img_size: int
+    in_chans: int
+    num_classes: int
     params: int | None = None
     gflops: float | None = None
 
 
 @dataclass
-class Plan:
-    candidates: list[Candidate]
-    unavailable: list[dict]
+class Candidate:
+    """One artefact of one model on one runtime, ready to run."""
 
-
-@dataclass
-class _Files:
-    """What was given (or made here) for one model, each with the given file it comes from."""
-
-    checkpoint: Path | None = None
-    fp32: Path | None = None
-    fp16: Path | None = None
-    int8: Path | None = None
-    sources: dict[Path, Path] = field(default_factory=dict)
-
-    def add(self, slot: str, path: Path, source: Path) -> None:
-        setattr(self, slot, path)
-        self.sources[path] = source
+    loaded: Loaded
+    runtime: str
+    precision: Precision
+    artefact: Artefact
+    path: Path
+    runner: Runner | None = None
 
 
 @contextmanager
 def pinned_threads(threads: int) -> Iterator[None]:
-    """Pin PyTorch's intra-op threads for the measurement (onnxruntime gets them per session)."""
+    """Pin PyTorch's intra-op threads for the measurement (other runtimes get them per session)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def model_key(path: Path) -> str:
-    """``student.pt``, ``student.onnx``, ``student.fp16.onnx`` and ``student.int8.onnx`` all describe
-    the model ``student``."""
-    return path.stem.removesuffix(".int8").removesuffix(".fp16")
 
 
 def count_gflops(model: nn.Module, img_size: int, in_chans: int = 3) -> float:
@@ -95,176 +93,125 @@ def count_gflops(model: nn.Module, img_size: int, in_chans: int = 3) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def onnx_precision(path: Path) -> Precision:
-    if is_quantized(path):
-        return "int8"
+def _onnx_shape(path: Path) -> tuple[int, int, int]:
+    """(in_chans, img_size, num_classes) read from an ONNX file's input and output."""
     graph = onnx.load(str(path), load_external_data=False).graph
-    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
-    return "fp16" if half else "fp32"
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    return dims[1], dims[-1], graph.output[0].type.tensor_type.shape.dim[-1].dim_value
 
 
-def onnx_img_size(path: Path) -> int:
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[-1].dim_value)
+def load(model: Model, ctx: Context) -> Loaded:
+    """The model's network and shape; a model that does not fit the dataset is refused in one line
+    (a 32 px model is not measured on 16 px images, nor a 100-class one scored on 10 classes)."""
+    if "checkpoint" in model.files:
+        net = load_model(model.files["checkpoint"])
+        spec = net.spec
+        loaded = Loaded(model, net, spec.img_size, spec.in_chans, spec.num_classes,
+                        sum(p.numel() for p in net.parameters()), count_gflops(net, spec.img_size, spec.in_chans))
+    else:
+        in_chans, img_size, classes = _onnx_shape(next(iter(model.files.values())))
+        loaded = Loaded(model, None, img_size, in_chans, classes)
+    images = ctx.parity_images
+    if images is not None and images.shape[-1] != loaded.img_size:
+        raise CakdError(f"{model.label} takes {loaded.img_size} px images but the dataset gives "
+                        f"{images.shape[-1]} px (data.img_size); benchmark it without --data or on its own data")
+    if ctx.num_classes is not None and loaded.num_classes != ctx.num_classes:
+        raise CakdError(f"{model.label} predicts {loaded.num_classes} classes but the dataset has "
+                        f"{ctx.num_classes}; benchmark it without --data or on its own data")
+    return loaded
 
 
-def runtime_unavailable(runtime: str) -> str | None:
-    """Why a whole runtime cannot run on this machine, or None."""
-    if runtime == "torch-cuda" and not torch.cuda.is_available():
-        return "no CUDA device is visible to PyTorch"
-    if runtime == "onnxruntime-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    if runtime == "tensorrt":
-        return tensorrt_unavailable()
-    return None
+def _stem(loaded: Loaded, ctx: Context) -> Path:
+    return ctx.settings.work_dir / loaded.model.label.replace("/", "_")
 
 
-def _expand(models: list[Path]) -> list[Path]:
-    """Files as given; a folder (e.g. ``cakd export``'s output) stands for the ONNX files in it."""
-    files = []
-    for path in models:
-        if path.is_dir():
-            found = sorted(path.glob("*.onnx"))
-            if not found:
-                raise CakdError(f"no .onnx files in {path}")
-            files += found
-        elif not path.is_file():
-            raise CakdError(f"model file not found: {path}")
-        elif path.suffix not in (".pt", ".pth", ".onnx"):
-            raise CakdError(f"cannot benchmark {path}: give .pt checkpoints, .onnx files or folders of them")
-        else:
-            files.append(path)
-    return files
+def _fp32_onnx(loaded: Loaded, ctx: Context) -> Path | None:
+    """The given FP32 ONNX, or one exported (parity-gated) from the checkpoint into the work folder."""
+    files = loaded.model.files
+    if "onnx" not in files and loaded.net is not None:
+        images = ctx.parity_images if ctx.parity_images is not None else torch.randn(
+            8, loaded.in_chans, loaded.img_size, loaded.img_size)
+        path = _stem(loaded, ctx).with_suffix(".onnx")
+        export_onnx(loaded.net, path, img_size=loaded.img_size, in_chans=loaded.in_chans, opset=ctx.export.opset,
+                    parity_images=images, atol=ctx.export.atol)
+        files["onnx"] = path
+    return files.get("onnx")
 
 
-def _exported_from(onnx_path: Path) -> str | None:
-    """The checkpoint hash ``cakd export`` recorded next to this ONNX, if any."""
-    report = onnx_path.parent / "export.json"
-    return read_json(report, "export report").get("checkpoint_sha256") if report.is_file() else None
+def _make_int8(loaded: Loaded, ctx: Context, fp32: Path) -> tuple[Path | None, str | None]:
+    """Quantise as ``cakd export`` does, behind the same gate when there is a test set to gate on."""
+    model, path = loaded.model, _stem(loaded, ctx).with_name(f"{_stem(loaded, ctx).name}.int8.onnx")
+    if ctx.loader is None:
+        quantize_int8(fp32, path, ctx.calib_images, activations=ctx.int8_activations)
+    else:
+        report = export_int8(fp32, path, ctx.calib_images, ctx.loader, max_accuracy_drop=ctx.export.max_accuracy_drop,
+                             min_agreement=ctx.export.min_int8_agreement, activations=ctx.int8_activations)
+        if report["status"] == "rejected":
+            model.int8_rejected = report["reason"]
+            return None, report["reason"]
+    model.files["onnx-int8"] = path
+    model.int8_activations = ctx.int8_activations
+    return path, None
 
 
-def _unique_keys(paths: list[Path]) -> list[str]:
-    """Model names from file names; same-named files of one kind (``teacher/model.pt``,
-    ``student/model.pt``) keep their folder."""
-    keys = [model_key(p) for p in paths]
-    return [f"{p.parent.name}/{k}" if keys.count(k) > 1 else k for p, k in zip(paths, keys, strict=True)]
+def ensure_artefact(loaded: Loaded, kind: Artefact, ctx: Context) -> tuple[Path | None, str, str | None]:
+    """(path, "ok", None), or (None, status, reason) when the artefact is not there and cannot be made."""
+    files = loaded.model.files
+    if kind in files:
+        return files[kind], "ok", None
+    if kind == "checkpoint":
+        return None, "unavailable", "no checkpoint given for this model"
+    if kind == "onnx-fp16":
+        return None, "unavailable", "no FP16 ONNX given (cakd export --fp16)"
+    fp32 = _fp32_onnx(loaded, ctx)
+    if fp32 is None:
+        return None, "unavailable", "no FP32 ONNX given and no checkpoint to export one from"
+    if kind == "onnx":
+        return fp32, "ok", None
+    if kind == "onnx-int8" and loaded.model.int8_rejected:
+        return None, "rejected", loaded.model.int8_rejected
+    if ctx.calib_images is None:
+        return None, "unavailable", "no INT8 ONNX given and no calibration images (--data) to make one"
+    if kind == "onnx-int8":
+        path, reason = _make_int8(loaded, ctx, fp32)
+        return path, ("ok" if path else "rejected"), reason
+    # TensorRT: symmetric activations (zero point 0) and float biases (no INT32 DequantizeLinear)
+    path = quantize_int8(fp32, _stem(loaded, ctx).with_name(f"{_stem(loaded, ctx).name}.int8-trt.onnx"),
+                         ctx.calib_images, activations="int8", quantize_bias=False)
+    files[kind] = path
+    return path, "ok", None
 
 
-def _group(models: list[Path]) -> dict[str, _Files]:
-    """Files per model. An ONNX made by ``cakd export`` from one of the given checkpoints (same hash in
-    its ``export.json``) joins that checkpoint's model, so it is neither exported twice nor unlinked."""
-    files = _expand(models)
-    checkpoints = [p for p in files if p.suffix != ".onnx"]
-    groups: dict[str, _Files] = {}
-    by_hash: dict[str, str] = {}
-    for path, key in zip(checkpoints, _unique_keys(checkpoints), strict=True):
-        groups.setdefault(key, _Files()).add("checkpoint", path, path)
-        by_hash[file_hash(path)] = key
-    onnx_files = [p for p in files if p.suffix == ".onnx"]
-    for slot in ("fp32", "fp16", "int8"):
-        paths = [p for p in onnx_files if onnx_precision(p) == slot]
-        for path, key in zip(paths, _unique_keys(paths), strict=True):
-            key = by_hash.get(_exported_from(path), key)
-            entry = groups.setdefault(key, _Files())
-            if getattr(entry, slot) is not None:
-                raise CakdError(f"two {slot} ONNX files for the model '{key}': {getattr(entry, slot)} and {path}")
-            entry.add(slot, path, path)
-    return groups
+def plan(models: list[Loaded], runtimes: list[str], precisions: list[Precision],
+         ctx: Context) -> tuple[list[Candidate], list[dict]]:
+    """Candidates to run, and one entry per (model, runtime, precision) that cannot run, with the reason."""
+    candidates, skipped = [], []
+    for runtime in runtimes:
+        entry = RUNTIMES[runtime]
+        why_not = entry.unavailable()
+        for loaded in models:
+            for precision in (p for p in precisions if p in entry.consumes):
+                key = {"model": loaded.model.label, "runtime": runtime, "precision": precision}
+                if why_not:
+                    skipped.append({**key, "status": "unavailable", "reason": why_not, "loaded": loaded})
+                    continue
+                path, status, reason = ensure_artefact(loaded, entry.consumes[precision], ctx)
+                if path is None:
+                    skipped.append({**key, "status": status, "reason": reason, "loaded": loaded})
+                else:
+                    candidates.append(Candidate(loaded, runtime, precision, entry.consumes[precision], path))
+    return candidates, skipped
 
 
-def _check_size(path: Path, img_size: int, images: torch.Tensor | None) -> None:
-    if images is not None and images.shape[-1] != img_size:
-        raise CakdError(f"{path} takes {img_size} px images but the dataset gives {images.shape[-1]} px "
-                        "(data.img_size)")
+def build_runners(candidates: list[Candidate], settings: Settings) -> None:
+    for cand in candidates:
+        session = Session(cand.path, cand.precision, cand.loaded.net, cand.loaded.img_size, cand.loaded.in_chans,
+                          settings)
+        cand.runner = RUNTIMES[cand.runtime].build(session)
 
 
-def _onnx_candidates(key: str, path: Path, source: Path, runtimes: list[str], threads: int, work_dir: Path,
-                     batch_sizes: list[int], workspace_mb: int, info: dict,
-                     images: torch.Tensor | None) -> list[Candidate]:
-    """onnxruntime (CPU, CUDA) and TensorRT rows for one ONNX file, as far as they were requested."""
-    precision = onnx_precision(path)
-    _check_size(path, onnx_img_size(path), images)
-    found = []
-    cpu_runtime = "onnxruntime-int8" if precision == "int8" else "onnxruntime"
-    if cpu_runtime in runtimes:
-        found.append(Candidate(key, cpu_runtime, precision, path, source,
-                               lambda: ort_runner(path, threads, runtime=cpu_runtime), **info))
-    if "onnxruntime-cuda" in runtimes and precision != "int8":
-        found.append(Candidate(key, "onnxruntime-cuda", precision, path, source,
-                               lambda: ort_runner(path, threads, cuda=True, runtime="onnxruntime-cuda"), **info))
-    if "tensorrt" in runtimes:
-        engine = work_dir / f"{path.stem}.{precision}.engine"
-
-        def make_trt() -> Runner:
-            build_engine(path, engine, precision, batch_sizes, workspace_mb, onnx_img_size(path))
-            return tensorrt_runner(engine)
-
-        found.append(Candidate(key, "tensorrt", precision, engine, source, make_trt, **info))
-    return found
-
-
-def _torch_candidates(key: str, files: _Files, usable: list[str],
-                      images: torch.Tensor | None) -> tuple[nn.Module, list[Candidate], dict]:
-    model = load_model(files.checkpoint)
-    spec = model.spec
-    _check_size(files.checkpoint, spec.img_size, images)
-    info = {"params": sum(p.numel() for p in model.parameters()),
-            "gflops": count_gflops(model, spec.img_size, spec.in_chans)}
-    found = [Candidate(key, runtime, "fp32", files.checkpoint, files.checkpoint,
-                       lambda d=device: torch_runner(model, spec.img_size, spec.in_chans, d), **info)
-             for runtime, device in (("torch", "cpu"), ("torch-cuda", "cuda")) if runtime in usable]
-    return model, found, info
-
-
-def plan(models: list[Path], runtimes: list[str], work_dir: Path, *, threads: int, batch_sizes: list[int],
-         export: ExportParams, parity_images: torch.Tensor | None = None,
-         calib_images: torch.Tensor | None = None, int8_activations: Activations = "int8") -> Plan:
-    """Resolve the given files into (model, runtime) candidates. A checkpoint without a given ONNX is
-    exported into ``work_dir`` (parity-gated) when an ONNX runtime is wanted; an FP32 ONNX without a
-    given INT8 one is quantised there when INT8 is wanted and calibration images are given."""
-    unavailable = [{"runtime": r, "reason": why} for r in runtimes if (why := runtime_unavailable(r))]
-    usable = [r for r in runtimes if runtime_unavailable(r) is None]
-    fp32_runtimes = [r for r in usable if r != "onnxruntime-int8"]
-    wants_int8 = "onnxruntime-int8" in usable
-    candidates: list[Candidate] = []
-    for key, files in _group(models).items():
-        stem = work_dir / key.replace("/", "_")
-        info: dict = {}
-        if files.checkpoint is not None:
-            model, found, info = _torch_candidates(key, files, usable, parity_images)
-            candidates += found
-            needs_onnx = any(r in fp32_runtimes for r in ("onnxruntime", "onnxruntime-cuda", "tensorrt")) or (
-                wants_int8 and files.int8 is None and calib_images is not None)
-            if files.fp32 is None and needs_onnx:
-                spec = model.spec
-                images = parity_images if parity_images is not None else torch.randn(
-                    8, spec.in_chans, spec.img_size, spec.img_size)
-                export_onnx(model, stem.with_suffix(".onnx"), img_size=spec.img_size, in_chans=spec.in_chans,
-                            opset=export.opset, parity_images=images, atol=export.atol)
-                files.add("fp32", stem.with_suffix(".onnx"), files.checkpoint)
-        for onnx_file in (files.fp32, files.fp16):
-            if onnx_file is not None:
-                candidates += _onnx_candidates(key, onnx_file, files.sources[onnx_file], fp32_runtimes, threads,
-                                               work_dir, batch_sizes, export.trt.workspace_mb, info, parity_images)
-        if not wants_int8:
-            continue
-        if files.int8 is None and files.fp32 is not None and calib_images is not None:
-            made = quantize_int8(files.fp32, variant_path(stem.with_suffix(".onnx"), "int8"), calib_images,
-                                 activations=int8_activations)
-            files.add("int8", made, files.sources[files.fp32])
-        if files.int8 is None:
-            unavailable.append({"runtime": "onnxruntime-int8", "model": key,
-                                "reason": "no INT8 ONNX given and no calibration images to make one"})
-            continue
-        candidates += _onnx_candidates(key, files.int8, files.sources[files.int8], usable, threads, work_dir,
-                                       batch_sizes, export.trt.workspace_mb, info, parity_images)
-    return Plan(candidates, unavailable)
-
-
-def time_call(call: Callable[[], None], warmup: int, runs: int) -> list[float]:
-    """Wall-clock seconds of ``runs`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
+def time_call(call: Callable[[], None], runs: int) -> list[float]:
+    """Wall-clock seconds of ``runs`` calls."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -273,48 +220,91 @@ def time_call(call: Callable[[], None], warmup: int, runs: int) -> list[float]:
     return times
 
 
-def latency_stats(times: list[float], batch: int) -> dict:
-    ms = np.asarray(times) * 1e3
+def latency_stats(rounds: list[list[float]], batch: int) -> dict:
+    """p50/p90 over all timed calls; the spread of the per-round p50s; p99 only when there are enough
+    calls for it to be a percentile rather than the slowest call."""
+    ms = np.concatenate([np.asarray(r) for r in rounds]) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "mean_ms": float(statistics.fmean(ms)), "throughput_ips": float(batch * 1e3 / p50)}
+    per_round = [float(np.median(np.asarray(r) * 1e3)) for r in rounds]
+    return {"p50_ms": float(p50), "p50_round_min_ms": min(per_round), "p50_round_max_ms": max(per_round),
+            "p90_ms": float(p90), "p99_ms": float(p99) if len(ms) >= P99_MIN_RUNS else None,
+            "mean_ms": float(statistics.fmean(ms)), "runs": len(ms), "rounds": len(rounds),
+            "throughput_ips": float(batch * 1e3 / p50)}
 
 
 def measure(candidates: list[Candidate], *, batch_sizes: list[int], warmup: int, runs: int,
-            loader: Loader | None = None) -> list[dict]:
-    """One row per (candidate, batch size); accuracy (top-1 %) once per candidate when a loader is given."""
+            rounds: int) -> dict[tuple[int, int], dict]:
+    """Latency stats per (candidate index, batch size). Every round times each (candidate, batch) once,
+    starting one candidate further along than the last round, so slow and quiet phases of a shared
+    machine fall on all of them."""
+    calls = {(i, b): c.runner.timed_call(b) for i, c in enumerate(candidates) for b in batch_sizes}
+    for call in calls.values():
+        time_call(call, warmup)
+    keys = list(calls)
+    times: dict[tuple[int, int], list[list[float]]] = {k: [] for k in keys}
+    for r in range(rounds):
+        shift = (r * len(batch_sizes)) % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            times[key].append(time_call(calls[key], runs))
+    return {key: latency_stats(t, key[1]) for key, t in times.items()}
+
+
+def accuracies(candidates: list[Candidate], loader: Loader) -> dict[Key, Accuracy]:
+    """Test-set accuracy of every candidate, plus PyTorch FP32 of every model with a checkpoint (the
+    reference logits) even when torch itself is not timed."""
+    results = {_key(c): accuracy(c.runner.predict, loader) for c in candidates}
+    for loaded in {id(c.loaded): c.loaded for c in candidates}.values():
+        key = (loaded.model.label, "torch", "fp32")
+        if key not in results and loaded.net is not None:
+            net = loaded.net.eval()
+            results[key] = accuracy(lambda x, n=net: n(x).detach(), loader)
+    return results
+
+
+def _key(cand: Candidate) -> Key:
+    return cand.loaded.model.label, cand.runtime, cand.precision
+
+
+def _row(loaded: Loaded, runtime: str, precision: str, batch: int, status: str, reason: str | None) -> dict:
+    model = loaded.model
+    return {"model": model.label, "runtime": runtime, "precision": precision, "batch_size": batch,
+            "status": status, "reason": reason, "p50_ms": None, "p50_round_min_ms": None, "p50_round_max_ms": None,
+            "p90_ms": None, "p99_ms": None, "mean_ms": None, "runs": 0, "rounds": 0, "throughput_ips": None,
+            "top1": None, "max_abs_diff": None, "params_m": None if loaded.params is None else loaded.params / 1e6,
+            "gflops": loaded.gflops, "file_mb": None, "artefact": None,
+            "activations": model.int8_activations if precision == "int8" else None,
+            "source": str(model.given[0]), "given": [str(p) for p in model.given]}
+
+
+def assemble_rows(candidates: list[Candidate], skipped: list[dict], latency: dict[tuple[int, int], dict],
+                  results: dict[Key, Accuracy] | None, batch_sizes: list[int], max_drop: float) -> list[dict]:
+    """One row per (model, runtime, precision, batch size): measured ones first, in table order."""
+    verdict = check(results, max_drop) if results is not None else {}
     rows = []
-    for cand in candidates:
-        runner = cand.make_runner()
-        top1 = top1_accuracy(runner.predict, loader) if loader is not None else None
+    for i, cand in enumerate(candidates):
+        key = _key(cand)
+        status, reason = verdict.get(key, ("ok", None))
         for batch in batch_sizes:
-            stats = latency_stats(time_call(runner.timed_call(batch), warmup, runs), batch)
-            rows.append({"model": cand.model, "runtime": cand.runtime, "precision": cand.precision,
-                         "batch_size": batch, **stats,
-                         "top1": top1, "params_m": None if cand.params is None else cand.params / 1e6,
-                         "gflops": cand.gflops, "file_mb": cand.path.stat().st_size / 2**20,
-                         "source": str(cand.source)})
+            row = _row(cand.loaded, cand.runtime, cand.precision, batch, status, reason)
+            row.update(latency[i, batch], artefact=cand.artefact, file_mb=cand.path.stat().st_size / 2**20)
+            if results is not None:
+                row.update(top1=results[key].top1, max_abs_diff=max_abs_diff(results, key))
+            rows.append(row)
+    for entry in skipped:
+        rows += [_row(entry["loaded"], entry["runtime"], entry["precision"], b, entry["status"], entry["reason"])
+                 for b in batch_sizes]
     return rows
 
 
-def bench_latency(models: list[Path], work_dir: Path, *, bench: BenchParams, export: ExportParams,
-                  loader: Loader | None = None, parity_images: torch.Tensor | None = None,
-                  calib_images: torch.Tensor | None = None, int8_activations: Activations = "int8") -> dict:
-    """Plan, measure with pinned threads, and return rows + system + unavailable runtimes + budget pick."""
-    with pinned_threads(bench.threads):
-        found = plan(models, list(bench.runtimes), work_dir, threads=bench.threads,
-                     batch_sizes=bench.batch_sizes, export=export, parity_images=parity_images,
-                     calib_images=calib_images, int8_activations=int8_activations)
-        if not found.candidates:
-            reasons = "; ".join(f"{u['runtime']}: {u['reason']}" for u in found.unavailable)
-            raise CakdError(f"nothing to benchmark with runtimes {list(bench.runtimes)} ({reasons or 'none'})")
-        rows = measure(found.candidates, batch_sizes=sorted(bench.batch_sizes), warmup=bench.warmup,
-                       runs=bench.runs, loader=loader)
-    return {
-        "system": system_info(bench.threads),
-        "settings": {"batch_sizes": sorted(bench.batch_sizes), "warmup": bench.warmup, "runs": bench.runs,
-                     "threads": bench.threads, "runtimes": list(bench.runtimes)},
-        "rows": rows,
-        "unavailable": found.unavailable,
-        "budget": budget_pick(rows, bench.budget_ms) if bench.budget_ms is not None else None,
-    }
+def run_bench(items: list[Model], ctx: Context, *, runtimes: list[str], precisions: list[Precision],
+              batch_sizes: list[int], warmup: int, runs: int, rounds: int) -> list[dict]:
+    """Load, plan, check accuracy, time: the rows of bench.json."""
+    models = [load(m, ctx) for m in items]
+    candidates, skipped = plan(models, runtimes, precisions, ctx)
+    if not candidates:
+        reasons = "; ".join(sorted({f"{s['runtime']}: {s['reason']}" for s in skipped}))
+        raise CakdError(f"nothing to benchmark with runtimes {runtimes} ({reasons or 'none'})")
+    build_runners(candidates, ctx.settings)
+    results = accuracies(candidates, ctx.loader) if ctx.loader is not None else None
+    latency = measure(candidates, batch_sizes=batch_sizes, warmup=warmup, runs=runs, rounds=rounds)
+    return assemble_rows(candidates, skipped, latency, results, batch_sizes, ctx.export.max_accuracy_drop)

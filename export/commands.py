@@ -14,10 +14,13 @@ from rich.markup import escape
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from export.bench_latency import bench_latency
+from export.bench_inputs import resolve
+from export.bench_latency import Context, pinned_threads, run_bench
 from export.int8 import export_int8
 from export.onnx_export import export_onnx, variant_path
-from export.report import print_table, write_csv, write_pareto_plot
+from export.report import picks, print_table, write_csv, write_pareto_plot
+from export.runtimes import RUNTIMES, Settings
+from export.sysinfo import load_average, load_warning, system_info
 from export.tensorrt import build_engine
 from pipeline.data import build_datasets, load_manifest
 from pipeline.errors import CakdError
@@ -27,6 +30,9 @@ from pipeline.params import Params
 from pipeline.ui import console
 
 EVAL_BATCH = 64
+SKIPPED_INT8 = {"status": "skipped", "reason": "INT8 not requested (export.int8 / --int8)", "top1": None,
+                "fp32_top1": None, "drop": None, "agreement": None, "images": None, "activations": None,
+                "path": None}
 
 
 def spread_sample(dataset: Dataset, count: int) -> torch.Tensor:
@@ -59,8 +65,9 @@ def _reusable(report_path: Path, digest: str, need_fp16: bool, need_int8: bool) 
             return None
         files.append(onnx["fp16"]["path"])
     if need_int8:
-        if not int8 or int8["activations"] != "int8":  # TensorRT needs symmetric activations
-            return None
+        int8 = int8 or {}
+        if int8.get("status") != "ok" or int8.get("activations") != "int8" or int8.get("quantize_bias", True):
+            return None  # TensorRT needs symmetric activations and float biases
         files.append(int8["path"])
     return report if all(Path(f).is_file() for f in files) else None
 
@@ -87,13 +94,18 @@ def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Pa
         report["onnx"] = export_onnx(model, onnx_path, img_size=spec.img_size, in_chans=spec.in_chans,
                                      opset=cfg.opset, parity_images=spread_sample(test_ds, cfg.parity_images),
                                      atol=cfg.atol, fp16=need_fp16, fp16_atol=cfg.fp16_atol)
-        report["int8"] = None
+        report["int8"] = SKIPPED_INT8
         if need_int8:
             loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
             report["int8"] = export_int8(onnx_path, variant_path(onnx_path, "int8"),
                                          spread_sample(train_ds, cfg.calib_images), loader,
                                          max_accuracy_drop=cfg.max_accuracy_drop,
-                                         activations="int8" if fmt == "trt" else cfg.int8_activations)
+                                         min_agreement=cfg.min_int8_agreement,
+                                         activations="int8" if fmt == "trt" else cfg.int8_activations,
+                                         quantize_bias=fmt != "trt")
+        if report["int8"]["status"] == "rejected" and (cfg.strict or (fmt == "trt" and precision == "int8")):
+            raise CakdError(f"{report['int8']['reason']}; no INT8 ONNX written"
+                            f"{' (export.strict)' if cfg.strict else ''}")
         write_json(report_path, report)
     _print_export(report)
     if fmt == "trt":
@@ -118,35 +130,64 @@ def _print_export(report: dict) -> None:
         half = onnx["fp16"]
         table.add_row(escape(half["path"]), "FP16 parity", f"max |diff| {half['max_abs_diff']:.2e}, "
                       f"top-1 agreement {100 * half['top1_agreement']:.1f}%", f"{half['size_bytes'] / 2**20:.2f}")
-    if report["int8"]:
-        q = report["int8"]
-        table.add_row(escape(q["path"]), "INT8 test top-1", f"{q['int8_top1']:.2f}% vs FP32 {q['fp32_top1']:.2f}% "
-                      f"(drop {q['accuracy_drop']:.2f})", f"{q['size_bytes'] / 2**20:.2f}")
+    q = report["int8"]
+    if q["status"] != "skipped":
+        table.add_row(escape(q["path"] or "(INT8 rejected, not written)"), f"INT8 on {q['images']} test images",
+                      f"top-1 {q['top1']:.2f}% vs FP32 {q['fp32_top1']:.2f}% (drop {q['drop']:.2f}), "
+                      f"agreement {q['agreement']:.1f}%", "-" if q["size_bytes"] is None else
+                      f"{q['size_bytes'] / 2**20:.2f}")
     console.print(table)
+    if q["status"] == "rejected":
+        console.print(f"[yellow]INT8 rejected[/yellow]: {escape(q['reason'])}")
 
 
-def bench_latency_command(params: Params, models: list[Path], out_dir: Path, manifest: Path | None = None) -> dict:
-    """Benchmark ``models`` (checkpoints and/or ONNX files) and write ``bench.json``, ``bench.csv`` and,
-    when a dataset gives accuracies, ``pareto.png`` into ``out_dir``."""
-    if not models:
-        raise CakdError("give at least one model file (.pt checkpoint or .onnx) to benchmark")
+def _bench_context(params: Params, manifest: Path | None, work: Path) -> Context:
+    bench = params.bench
+    settings = Settings(bench.threads, work, tuple(sorted(bench.batch_sizes)), params.export.trt.workspace_mb,
+                        bench.openvino_hint)
+    ctx = Context(settings, params.export, int8_activations=params.export.int8_activations)
+    if manifest is not None:
+        data = load_manifest(manifest)
+        train_ds, test_ds = build_datasets(params.data, data, params.seed, train_augment=False)
+        ctx.loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+        ctx.parity_images = spread_sample(test_ds, params.export.parity_images)
+        ctx.calib_images = spread_sample(train_ds, params.export.calib_images)
+        ctx.num_classes = data["num_classes"]
+    return ctx
+
+
+def bench_latency_command(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None) -> dict:
+    """Benchmark ``[LABEL=]PATH`` items and write ``bench.json``, ``bench.csv`` and, when a dataset gives
+    accuracies, ``pareto.png`` into ``out_dir``."""
+    bench = params.bench
     json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
     remove_outputs([json_path, csv_path, png_path])
-    loader = parity = calib = None
-    if manifest is not None:
-        train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
-        loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
-        parity = spread_sample(test_ds, params.export.parity_images)
-        calib = spread_sample(train_ds, params.export.calib_images)
-    with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work:  # on-the-fly ONNX and engines
-        result = bench_latency(models, Path(work), bench=params.bench, export=params.export, loader=loader,
-                               parity_images=parity, calib_images=calib,
-                               int8_activations=params.export.int8_activations)
-    has_accuracy = all(row["top1"] is not None for row in result["rows"])
+    models, notes = resolve(items)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work, pinned_threads(bench.threads):
+        rows = run_bench(models, _bench_context(params, manifest, Path(work)), runtimes=list(bench.runtimes),
+                         precisions=list(bench.precisions), batch_sizes=sorted(bench.batch_sizes),
+                         warmup=bench.warmup, runs=bench.runs, rounds=bench.rounds)
+    load_after = load_average()
+    warning = load_warning(load_before, load_after, bench.threads)
+    settings = Settings(bench.threads, out_dir, tuple(sorted(bench.batch_sizes)), params.export.trt.workspace_mb,
+                        bench.openvino_hint)
+    result = {
+        "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
+                   "load_warning": warning},
+        "settings": {**bench.model_dump(mode="json"), "batch_sizes": sorted(bench.batch_sizes),
+                     "max_accuracy_drop": params.export.max_accuracy_drop,
+                     "sessions": {r: RUNTIMES[r].options(settings) for r in bench.runtimes}},
+        "models": [{"label": m.label, "given": [str(p) for p in m.given]} for m in models],
+        "notes": notes + ([warning] if warning else []),
+        "rows": rows,
+        "picks": picks(rows, list(bench.runtimes), bench.budget_ms, params.export.max_accuracy_drop),
+    }
+    has_accuracy = any(row["top1"] is not None for row in rows)
     result["pareto_png"] = str(png_path) if has_accuracy else None
     if has_accuracy:
-        write_pareto_plot(result["rows"], png_path, params.bench.budget_ms)
+        write_pareto_plot(rows, png_path, bench.budget_ms)
     write_json(json_path, result)
-    write_csv(result["rows"], csv_path)
+    write_csv(rows, csv_path)
     print_table(result, console)
     return result

@@ -12,15 +12,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from export.runtimes import INPUT_NAME, Runner
+from export.runtimes import INPUT_NAME, Precision, Runner, Session
 from pipeline.errors import CakdError
 from pipeline.fileio import atomic_path, write_json, write_text
-
-Precision = Literal["fp32", "fp16", "int8"]
 
 
 def tensorrt_unavailable() -> str | None:
@@ -133,4 +130,13 @@ def tensorrt_runner(engine_path: str | Path) -> Runner:
         x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0)).cuda()
         return lambda: infer(x)
 
-    return Runner("tensorrt", lambda x: infer(x).cpu(), timed_call)
+    return Runner(lambda x: infer(x).cpu(), timed_call)
+
+
+def tensorrt_session_runner(session: Session) -> Runner:
+    """Build an engine for the session's ONNX into the bench's work folder, then run it."""
+    cfg = session.settings
+    engine = cfg.work_dir / f"{session.path.stem}.{session.precision}.engine"
+    build_engine(session.path, engine, session.precision, list(cfg.batch_sizes), cfg.workspace_mb, session.img_size,
+                 session.in_chans)
+    return tensorrt_runner(engine)

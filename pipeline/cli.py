@@ -99,25 +99,30 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, d
            fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="also an FP16 ONNX "
                                                      "(default: export.fp16)")] = None,
            int8: Annotated[bool | None, typer.Option("--int8/--no-int8", help="also a static INT8 (QDQ) ONNX, "
-                                                     "accuracy-gated (default: export.int8)")] = None) -> None:
+                                                     "accuracy-gated (default: export.int8)")] = None,
+           strict: Annotated[bool, typer.Option("--strict", help="a rejected INT8 is an error, not a note "
+                                                "in export.json (export.strict)")] = False) -> None:
     """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
     from export.commands import export_command
 
-    cfg = _params(params, set_)
+    cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []))
     export_command(cfg, checkpoint, data, out, format_.value, cfg.export.fp16 if fp16 is None else fp16,
                    cfg.export.int8 if int8 is None else int8)
 
 
 @app.command("bench-latency")
-def bench_latency(models: Annotated[list[Path], typer.Argument(help="checkpoints (.pt) and/or ONNX files")],
+def bench_latency(models: Annotated[list[str], typer.Argument(
+                      help="[LABEL=]PATH items: checkpoints (.pt), ONNX files or cakd export folders; "
+                           "LABEL names the model in every row")],
                   params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
                   = None,
                   out: Path = Path("artifacts/bench"),
-                  budget_ms: Annotated[float | None, typer.Option(help="name the most accurate model whose "
-                                                                  "batch-1 latency fits (bench.budget_ms)")] = None
+                  budget_ms: Annotated[float | None, typer.Option(help="per runtime, pick the most accurate "
+                                                                  "artefact whose batch-1 p50 fits (bench.budget_ms)")]
+                  = None
                   ) -> None:
-    """Latency (p50/p90/p99), throughput, size and accuracy of several models across runtimes."""
+    """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
     from export.commands import bench_latency_command
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])

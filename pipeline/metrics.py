@@ -1,12 +1,17 @@
-"""Classification metrics for reports: top-k, per-class accuracy, calibration (ECE), confusion matrix."""
+"""Classification metrics for reports: top-1 of any predictor, top-k, per-class accuracy, calibration (ECE),
+confusion matrix."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader
+
+from pipeline.errors import CakdError
 
 
 @torch.no_grad()
@@ -49,3 +54,16 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, classes: list[s
         "per_class_top1": per_class,
         "confusion": cm.tolist(),
     }
+
+
+def top1_accuracy(predict: Callable[[torch.Tensor], torch.Tensor],
+                  loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy in percent over ``(images, labels)`` batches; ``predict`` maps images to logits, so
+    one function serves PyTorch models and every exported runtime alike."""
+    correct = total = 0
+    for images, labels in loader:
+        correct += (predict(images).argmax(1) == torch.as_tensor(labels)).sum().item()
+        total += len(labels)
+    if total == 0:
+        raise CakdError("the evaluation set is empty")
+    return 100.0 * correct / total

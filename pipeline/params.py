@@ -146,7 +146,9 @@ class ExportParams(Section):
     # symmetric "int8", which `--format trt` always uses.
     int8_activations: Literal["uint8", "int8"] = "uint8"
     calib_images: int = Field(256, ge=1)
-    max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate, top-1 points
+    max_accuracy_drop: float = Field(1.0, ge=0)  # INT8 gate (top-1 points) and runtime check in bench
+    min_int8_agreement: float = Field(95.0, ge=0, le=100)  # INT8 gate: % of test images where INT8 top-1 = FP32's
+    strict: bool = False  # a rejected INT8 stops `cakd export` (non-zero exit) instead of being recorded
     parity_images: int = Field(256, ge=1)
     trt: TRTParams = Field(default_factory=TRTParams)
 
@@ -154,12 +156,23 @@ class ExportParams(Section):
 class BenchParams(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
     warmup: int = Field(10, ge=0)
-    runs: int = Field(50, ge=1)
+    runs: int = Field(34, ge=1)  # timed calls per round; p99 is reported once rounds x runs >= 100
+    rounds: int = Field(3, ge=1)  # interleaved rounds: every (model, runtime) is timed once per round
     threads: int = Field(2, ge=1)
-    runtimes: list[Literal["torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda", "onnxruntime-int8",
-                           "tensorrt"]] = Field(default_factory=lambda: ["torch", "onnxruntime",
-                                                                        "onnxruntime-int8"])
+    runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime", "openvino"])  # export/runtimes.py
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])
+    openvino_hint: Literal["f32", "bf16", "f16"] = "f32"  # OpenVINO INFERENCE_PRECISION_HINT
     budget_ms: float | None = Field(None, gt=0)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, names: list[str]) -> list[str]:
+        from export.runtimes import RUNTIMES
+
+        unknown = [n for n in names if n not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime '{unknown[0]}'; available: {', '.join(RUNTIMES)}")
+        return names
 
 
 class Params(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from export.bench_latency import pinned_threads
-from export.int8 import export_int8, quantize_int8
+from export.int8 import export_int8, int8_gate, quantize_int8
 from export.onnx_export import export_onnx
-from export.runtimes import evaluate_onnx, is_quantized, ort_session, top1_accuracy
+from export.runtimes import is_quantized, ort_runner, ort_session
 from pipeline.data import build_datasets, prepare_data
 from pipeline.errors import CakdError
+from pipeline.metrics import top1_accuracy
 from pipeline.params import DataParams
 
 IMG = 16
@@ -90,15 +92,29 @@ def test_int8_export_runs_in_onnxruntime_and_keeps_accuracy(tmp_path: Path, digi
     assert top1_accuracy(lambda x: trained(x).detach(), loader) > 90  # a real model, not a coin flip
     fp32 = fp32_onnx
 
-    report = export_int8(fp32, tmp_path / "m.int8.onnx", calibration(train), loader, max_accuracy_drop=2.0)
+    report = export_int8(fp32, tmp_path / "m.int8.onnx", calibration(train), loader, max_accuracy_drop=2.0,
+                         min_agreement=90.0)
 
     out = tmp_path / "m.int8.onnx"
+    assert report["status"] == "ok" and report["reason"] is None
     assert report["path"] == str(out) and is_quantized(out) and not is_quantized(fp32)
     assert report["fp32_top1"] == pytest.approx(evaluate_onnx(fp32, loader))
-    assert report["int8_top1"] == pytest.approx(evaluate_onnx(out, loader))
-    assert report["accuracy_drop"] == pytest.approx(report["fp32_top1"] - report["int8_top1"])
-    assert report["accuracy_drop"] <= 2.0 and report["calib_images"] == 64
+    assert report["top1"] == pytest.approx(evaluate_onnx(out, loader))
+    assert report["drop"] == pytest.approx(report["fp32_top1"] - report["top1"])
+    assert report["drop"] <= 2.0 and report["calib_images"] == 64
+    assert report["images"] == len(test) and 90.0 <= report["agreement"] <= 100.0
     assert ort_session(out).run(None, {"input": test[0][0][None].numpy()})[0].shape == (1, 10)
+
+
+def evaluate_onnx(path: Path, loader: DataLoader) -> float:
+    return top1_accuracy(ort_runner(path).predict, loader)
+
+
+def int32_dequantize_nodes(path: Path) -> list[str]:
+    """DequantizeLinear nodes whose input is an INT32 initialiser (quantised biases)."""
+    model = onnx.load(str(path))
+    int32 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+    return [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
 
 
 def _activation_zero_points(path: Path) -> list[np.ndarray]:
@@ -130,11 +146,41 @@ def test_int8_gate_fires_when_quantisation_destroys_accuracy(tmp_path: Path, dig
     stale = tmp_path / "m.int8.onnx"
     stale.write_bytes(b"INT8 model from an earlier run")
 
-    with pytest.raises(CakdError, match=r"INT8 accuracy gate failed: top-1 .* \(drop .* points, allowed 1\)"):
-        export_int8(fp32, stale, calibration(train), loader, max_accuracy_drop=1.0)
+    report = export_int8(fp32, stale, calibration(train), loader, max_accuracy_drop=1.0)
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert report["status"] == "rejected" and report["path"] is None
+    assert re.fullmatch(rf"INT8 accuracy gate failed on {len(test)} test images \(1 image = [0-9.]+ points\): "
+                        r"top-1 .* \(drop .* points, allowed 1\)", report["reason"])
+    assert report["drop"] > 1.0 and report["images"] == len(test)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # the stale INT8 is gone, no new one
     assert evaluate_onnx(fp32, loader) > 90  # the FP32 model itself is fine: the drop is INT8's
+
+
+def test_int8_gate_on_agreement_with_fp32() -> None:
+    """Two INT8 models with FP32's accuracy: one makes FP32's mistakes, one swaps which images it gets
+    wrong; only the second disagrees with FP32 and is rejected on agreement alone."""
+    labels = torch.tensor([0, 1, 0, 1])
+    fp32 = torch.tensor([[1.0, 0], [0, 1], [1, 0], [1, 0]])  # 3/4 right, wrong on the last image
+    swapped = torch.tensor([[0.0, 1], [0, 1], [1, 0], [0, 1]])  # 3/4 right, wrong on the first
+    same = fp32.clone()
+
+    kept = int8_gate(fp32, same, labels, max_accuracy_drop=1.0, min_agreement=95.0)
+    rejected = int8_gate(fp32, swapped, labels, max_accuracy_drop=1.0, min_agreement=95.0)
+
+    assert kept["reason"] is None and kept["agreement"] == 100.0
+    assert rejected["drop"] == 0.0 and rejected["agreement"] == 50.0
+    assert rejected["reason"] == ("INT8 accuracy gate failed on 4 test images (1 image = 25.00 points): "
+                                  "agrees with FP32 on 50.00% of images (required 95%)")
+
+
+def test_tensorrt_int8_form_has_symmetric_activations_and_float_biases(
+        tmp_path: Path, digits: tuple[Dataset, Dataset], fp32_onnx: Path) -> None:
+    path = quantize_int8(fp32_onnx, tmp_path / "trt.onnx", calibration(digits[0]), activations="int8",
+                         quantize_bias=False)
+
+    assert int32_dequantize_nodes(path) == [] and all(not z.any() for z in _activation_zero_points(path))
+    biased = quantize_int8(fp32_onnx, tmp_path / "ort.onnx", calibration(digits[0]), activations="int8")
+    assert int32_dequantize_nodes(biased)  # onnxruntime's default form: what TensorRT must not be given
 
 
 def test_calibration_needs_images(tmp_path: Path) -> None:

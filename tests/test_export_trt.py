@@ -29,7 +29,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, Pat
     params = Params.model_validate({
         "data": {"name": "digits", "img_size": IMG, "train_per_class": 10, "test_per_class": 5},
         "teacher": {"model": "resnet18"}, "student": {"model": "resnet10t"},
-        "export": {"parity_images": 16, "calib_images": 16, "max_accuracy_drop": 100.0,
+        "export": {"parity_images": 16, "calib_images": 16, "max_accuracy_drop": 100.0, "min_int8_agreement": 0.0,
                    "trt": {"precision": "fp16", "batch_sizes": [1, 8, 32], "workspace_mb": 256}},
     })
     manifest = prepare_data(params.data, params.seed, root / "data")
@@ -107,6 +107,7 @@ def test_int8_engine_is_built_from_the_symmetric_qdq_onnx(project: tuple[Params,
 
     report = json.loads((out / "export.json").read_text())
     assert report["int8"]["activations"] == "int8" and (out / "student.int8.onnx").is_file()
+    assert report["int8"]["quantize_bias"] is False  # TensorRT has no INT32 DequantizeLinear
     assert "--onnx=student.int8.onnx --saveEngine=student.int8.engine" in (out / "student.int8.trtexec.sh").read_text()
 
 

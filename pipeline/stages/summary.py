@@ -15,12 +15,13 @@ from pipeline.fileio import read_json, write_json
 from pipeline.ui import console
 
 
-def _latency(rows: list[dict], checkpoint: str, runtime: str, batch: int = 1) -> float | None:
+def _latency(rows: list[dict], checkpoint: str, runtime: str, precision: str = "fp32", batch: int = 1) -> float | None:
     """p50 latency (ms) at ``batch`` on ``runtime`` of the model benchmarked from ``checkpoint`` (its ONNX
     rows come from the export folder, so rows are matched by the model name the checkpoint's rows carry)."""
     names = {row["model"] for row in rows if row["source"] == checkpoint}
     for row in rows:
-        if row["model"] in names and row["runtime"] == runtime and row["batch_size"] == batch:
+        if (row["model"] in names and row["runtime"] == runtime and row["precision"] == precision
+                and row["batch_size"] == batch):
             return row["p50_ms"]
     return None
 
@@ -34,7 +35,7 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     latency = {
         "student_torch_ms": _latency(rows, str(student), "torch"),
         "student_onnxruntime_ms": _latency(rows, str(student), "onnxruntime"),
-        "student_int8_ms": _latency(rows, str(student), "onnxruntime-int8"),
+        "student_int8_ms": _latency(rows, str(student), "onnxruntime", "int8"),
         "teacher_onnxruntime_ms": _latency(rows, str(teacher), "onnxruntime"),
     }
     speedup = (latency["teacher_onnxruntime_ms"] / latency["student_onnxruntime_ms"]
@@ -47,8 +48,8 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
         "gain_over_baseline": evaluation["gain_over_baseline"],
         "onnx_max_abs_diff": onnx["max_abs_diff"],
         "onnx_top1_agreement": onnx["top1_agreement"],
-        "int8_top1": int8["int8_top1"] if int8 else None,
-        "int8_accuracy_drop": int8["accuracy_drop"] if int8 else None,
+        "int8_top1": int8["top1"] if int8 and int8["status"] == "ok" else None,
+        "int8_accuracy_drop": int8["drop"] if int8 and int8["status"] == "ok" else None,
         **latency,
         "student_speedup_over_teacher": speedup,
     }
@@ -69,7 +70,9 @@ def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, stu
     table.add_row("gain over the student alone", f"{summary['gain_over_baseline']:+.2f} points")
     table.add_row("ONNX parity (max |logit diff|, top-1 agreement)",
                   f"{summary['onnx_max_abs_diff']:.1e}, {100 * summary['onnx_top1_agreement']:.1f}%")
-    if int8:
+    if int8 and int8["status"] == "rejected":
+        table.add_row("INT8 ONNX", f"INT8 rejected: {int8['reason']}")
+    elif int8 and int8["status"] == "ok":
         table.add_row("INT8 ONNX top-1 (drop)",
                       f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
     table.add_row("student latency: PyTorch / onnxruntime / INT8",
