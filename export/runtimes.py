@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import CakdError
+from pipeline.metrics import top1_accuracy
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -94,18 +95,6 @@ def is_quantized(path: str | Path) -> bool:
 def predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                     batch_size: int = 64) -> torch.Tensor:
     return torch.cat([predict(chunk) for chunk in images.split(batch_size)])
-
-
-def top1_accuracy(predict: Callable[[torch.Tensor], torch.Tensor],
-                  loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 accuracy in percent over ``(images, labels)`` batches."""
-    correct = total = 0
-    for images, labels in loader:
-        correct += (predict(images).argmax(1) == torch.as_tensor(labels)).sum().item()
-        total += len(labels)
-    if total == 0:
-        raise CakdError("the evaluation set is empty")
-    return 100.0 * correct / total
 
 
 def evaluate_onnx(path: str | Path, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],

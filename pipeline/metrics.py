@@ -1,12 +1,29 @@
-"""Classification metrics for reports: top-k, per-class accuracy, calibration (ECE), confusion matrix."""
+"""Classification metrics: top-1 accuracy (the one function training, export and bench use), and for
+reports top-k, per-class accuracy, calibration (ECE), confusion matrix."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
+
+from pipeline.errors import CakdError
+
+
+def top1_accuracy(predict: Callable[[Tensor], Tensor], loader: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """Top-1 accuracy in percent of ``predict`` (images -> logits, on any runtime) over ``(images, labels)``."""
+    correct = total = 0
+    for images, labels in loader:
+        labels = torch.as_tensor(labels)
+        correct += int((predict(images).argmax(1).cpu() == labels).sum())
+        total += len(labels)
+    if total == 0:
+        raise CakdError("the evaluation set is empty")
+    return 100.0 * correct / total
 
 
 @torch.no_grad()
