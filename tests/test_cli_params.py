@@ -14,7 +14,7 @@ from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("train.epochs=-1", "'train.epochs': Input should be greater than or equal to 1"),
+        ("train.epochs=-1", "'train.epochs': Input should be greater than or equal to 0"),
         ("teacher.model=vit_gigantic", "'teacher.model': unknown model 'vit_gigantic'"),
         ("train.batch_size=many", "'train.batch_size': Input should be a valid integer"),
         ("distill.method=magic", "'distill.method'"),
@@ -35,7 +35,7 @@ def test_bad_params_give_one_line_and_exit_2(tmp_path: Path, override: str, expe
 
 def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", tiny_params())
-    proc = run_cakd("train-teacher", "-S", "train.epochs=0", cwd=tmp_path)
+    proc = run_cakd("train-teacher", "-S", "train.epochs=-1", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("cakd: error: invalid params in params.yaml: 'train.epochs'")
     assert "Traceback" not in proc.stderr
