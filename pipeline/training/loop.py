@@ -249,6 +249,14 @@ def finish(run: Run, state: RunState, live: Live | None, epochs_run: int) -> Fit
                      history=state.history, rank_digests=digests)
 
 
+def use_as_is(run: Run, loaders: Loaders) -> FitResult:
+    """No training: the model is evaluated once and written as it is (a teacher with ``train.epochs: 0``)."""
+    state, live = RunState(), open_live(run, resume=False)
+    if run.runtime.is_main:
+        end_of_epoch(run, state, loaders, {}, live, None)
+    return finish(run, state, live, 0)
+
+
 def fit(
     distiller: nn.Module,
     train_ds: Dataset,
@@ -276,19 +284,16 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     loaders = build_loaders(train_ds, test_ds, recipe.batch_size, runtime, seed, num_workers)
     if run.epochs == 0:
-        state, live = RunState(), _open_live(run, resume=False)
-        if runtime.is_main:
-            end_of_epoch(run, state, loaders, {}, live, None)
-        return finish(run, state, live, 0)
+        return use_as_is(run, loaders)
     opt = build_optimisation(distiller, recipe, lr or recipe.lr, run.epochs, len(loaders.train), runtime)
     state = restore(run, opt) if resume else RunState()
     start = state.epoch
     step_module: nn.Module = distiller  # distiller(images, targets) is its training step
-    if runtime.distributed:
-        step_module = DistributedDataParallel(
-            distiller, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-            find_unused_parameters=True)
-    live = _open_live(run, resume=start > 0, lr=lr or recipe.lr, batch_size=recipe.batch_size)
+    if runtime.distributed:  # DDP averages gradients across ranks
+        cuda = runtime.device.type == "cuda"
+        step_module = DistributedDataParallel(distiller, device_ids=[runtime.device.index] if cuda else None,
+                                              find_unused_parameters=True)
+    live = open_live(run, resume=start > 0, lr=lr or recipe.lr, batch_size=recipe.batch_size)
     if live is not None:
         live.step = start
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -312,7 +317,7 @@ def fit(
     return finish(run, state, live, run.epochs - start)
 
 
-def _open_live(run: Run, resume: bool, **params: float) -> Live | None:
+def open_live(run: Run, resume: bool, **params: float) -> Live | None:
     """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
     if not run.runtime.is_main:
         return None
