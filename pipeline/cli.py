@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from pipeline.errors import CakdError
-from pipeline.params import Params, load_params
+from pipeline.params import KnownNames, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")
@@ -39,8 +39,17 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
     """Options that come before the command (``cakd --version``)."""
 
 
+def known_names() -> KnownNames:
+    """The names params.yaml may use, from their owners: models, distillation methods, data sources."""
+    from pipeline.data import available_sources
+    from pipeline.distill import METHODS
+    from pipeline.models import available_models
+
+    return {"models": available_models(), "methods": list(METHODS), "datasets": available_sources()}
+
+
 def _params(path: Path, overrides: list[str] | None) -> Params:
-    return load_params(path, overrides or [])
+    return load_params(path, overrides or [], known_names())
 
 
 @app.command()
@@ -55,10 +64,10 @@ def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
 @app.command("train-teacher")
 def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Path = DATA, out: Path = Path("artifacts/teacher"), resume: ResumeOption = False) -> None:
-    """Train the teacher (also under torchrun for multi-GPU / multi-process DDP)."""
-    from pipeline.stages import train_teacher as stage
+    """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
+    from pipeline.stages import train as stage
 
-    stage.run(_params(params, set_), data, out, resume)
+    stage.run("teacher", _params(params, set_), data, out, resume=resume)
 
 
 @app.command()
@@ -67,10 +76,10 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
             method: Annotated[str | None, typer.Option(help="override distill.method")] = None,
             resume: ResumeOption = False) -> None:
     """Distill the teacher into the student (method 'ce' trains the student alone: the baseline)."""
-    from pipeline.stages import distill as stage
+    from pipeline.stages import train as stage
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
-    stage.run(_params(params, overrides), data, teacher, out, resume)
+    stage.run("student", _params(params, overrides), data, out, teacher, resume=resume)
 
 
 @app.command()

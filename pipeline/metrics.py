@@ -1,5 +1,5 @@
-"""Classification metrics for reports: top-1 of any predictor, top-k, per-class accuracy, calibration (ECE),
-confusion matrix."""
+"""Classification metrics: top-1 accuracy (the one function training, export and bench use), and for
+reports top-k, per-class accuracy, calibration (ECE), confusion matrix."""
 
 from __future__ import annotations
 

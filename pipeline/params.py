@@ -9,9 +9,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.errors import CakdError
+
+# The names a params file may use for these keys belong to their owners (the model registry, the
+# distillation methods, the data sources). The CLI passes them in as pydantic's validation context,
+# {"models": [...], "methods": [...], "datasets": [...]}, so this module imports none of them.
+KnownNames = dict[str, list[str]]
+
+
+def _known(value: str, info: ValidationInfo, kind: str, what: str) -> str:
+    """``value`` checked against the owners' names in the context; params built in code (no context) are
+    taken as given and fail where the owner looks the name up."""
+    names = (info.context or {}).get(kind)
+    if names is not None and value not in names:
+        raise ValueError(f"unknown {what} '{value}'; available: {', '.join(names)}")
+    return value
 
 
 class Section(BaseModel):
@@ -19,7 +33,7 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    name: Literal["digits", "imagefolder", "cifar10", "cifar100", "fashion-mnist"] = "digits"
+    name: str = "digits"  # a source of pipeline.data (available_sources())
     root: str = "data"  # imagefolder: folder with train/ and val/ (or test/); torchvision sets: download dir
     img_size: int = Field(32, ge=8, le=1024)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits only: fixed stratified split
@@ -33,27 +47,36 @@ class DataParams(Section):
     on_corrupt: Literal["error", "skip"] = "error"
     num_workers: int = Field(0, ge=0)
 
+    @field_validator("name")
+    @classmethod
+    def _known_source(cls, name: str, info: ValidationInfo) -> str:
+        return _known(name, info, "datasets", "data source")
+
 
 class ModelParams(Section):
     model: str
-    pretrained: bool = False  # timm hub weights (needs network on first use)
-    checkpoint: str | None = None  # local weights to start from
+    pretrained: bool = False  # timm hub weights (the local Hugging Face cache when offline)
+    weights: str | None = None  # a local timm / Hugging Face weights file or folder (safetensors, pth, bin)
+    checkpoint: str | None = None  # a cakd checkpoint of this very model to start from
     kwargs: dict[str, Any] = Field(default_factory=dict)  # extra timm kwargs, e.g. {drop_path_rate: 0.1}
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, name: str) -> str:
-        from pipeline.models import available_models
+    def _known_model(cls, name: str, info: ValidationInfo) -> str:
+        return _known(name, info, "models", "model")
 
-        if name not in available_models():
-            raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
-        return name
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelParams:
+        chosen = [key for key in ("pretrained", "weights", "checkpoint") if getattr(self, key)]
+        if len(chosen) > 1:
+            raise ValueError(f"set only one of pretrained, weights, checkpoint (got {' and '.join(chosen)})")
+        return self
 
 
 class TrainParams(Section):
     """The optimisation recipe shared by teacher, baseline and distillation (distill may override)."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=0)  # 0: the teacher is used as is (evaluated and written, not trained)
     batch_size: int = Field(64, ge=1)
     opt: str = "adamw"  # any timm optimizer name
     lr: float = Field(1e-3, gt=0)
@@ -113,7 +136,7 @@ class FBTParams(Section):
 
 
 class DistillParams(Section):
-    method: Literal["ce", "kd", "dkd", "fitnet", "ofa", "fbt"] = "fbt"
+    method: str = "fbt"  # a method of pipeline.distill (METHODS)
     epochs: int | None = Field(None, ge=1)  # None = train.epochs
     lr: float | None = Field(None, gt=0)  # None = train.lr
     kd: KDParams = Field(default_factory=KDParams)
@@ -121,6 +144,11 @@ class DistillParams(Section):
     fitnet: FitNetParams = Field(default_factory=FitNetParams)
     ofa: OFAParams = Field(default_factory=OFAParams)
     fbt: FBTParams = Field(default_factory=FBTParams)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str, info: ValidationInfo) -> str:
+        return _known(method, info, "methods", "distillation method")
 
 
 class TRTParams(Section):
@@ -219,7 +247,9 @@ def _format_error(err: ValidationError) -> str:
     return f"'{path}': {msg} (got {first.get('input')!r})"
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None,
+                known: KnownNames | None = None) -> Params:
+    """The validated params; ``known`` holds the names the owners accept (see ``KnownNames``)."""
     path = Path(path)
     if not path.is_file():
         raise CakdError(f"params file not found: {path}")
@@ -232,7 +262,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     for assignment in overrides or []:
         apply_override(tree, assignment)
     try:
-        return Params.model_validate(tree)
+        return Params.model_validate(tree, context=known)
     except ValidationError as err:
         culprit = _override_at(overrides or [], err.errors()[0]["loc"])
         where = f"override -S {culprit}" if culprit else f"params in {path}"

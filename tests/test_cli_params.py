@@ -16,7 +16,7 @@ from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("train.epochs=-1", "'train.epochs': Input should be greater than or equal to 1"),
+        ("train.epochs=-1", "'train.epochs': Input should be greater than or equal to 0"),
         ("teacher.model=vit_gigantic", "'teacher.model': unknown model 'vit_gigantic'"),
         ("train.batch_size=many", "'train.batch_size': Input should be a valid integer"),
         ("distill.method=magic", "'distill.method'"),
@@ -45,7 +45,7 @@ def test_a_bad_value_in_the_file_names_the_file_even_with_overrides(tmp_path: Pa
 
 def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", tiny_params())
-    proc = run_cakd("train-teacher", "-S", "train.epochs=0", cwd=tmp_path)
+    proc = run_cakd("train-teacher", "-S", "train.epochs=-1", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("cakd: error: invalid override -S train.epochs=0: 'train.epochs'")
     assert "Traceback" not in proc.stderr

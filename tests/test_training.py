@@ -30,7 +30,7 @@ def test_train_teacher_leaves_checkpoint_metrics_and_plots(project: Path) -> Non
     assert {"model.pt", "best.pt", "checkpoint.pt", "metrics.json"} <= {p.name for p in out.iterdir()}
     live = json.loads((out / "live/metrics.json").read_text())
     assert live["step"] == 1  # two epochs logged: steps 0 and 1
-    assert (out / "live/plots/metrics/test/acc_student.tsv").read_text().count("\n") == 3
+    assert (out / "live/plots/metrics/test/acc_teacher.tsv").read_text().count("\n") == 3
     losses = [row["train/loss"] for row in load_torch(out / "checkpoint.pt")["history"]]
     assert losses[1] < losses[0]  # it learns
     model = load_model(out / "model.pt")

@@ -8,5 +8,6 @@ from pipeline.data.build import build_datasets
 from pipeline.data.manifest import load_manifest
 from pipeline.data.mixup import build_mixup
 from pipeline.data.prepare import prepare_data
+from pipeline.data.sources import available_sources
 
-__all__ = ["build_datasets", "build_mixup", "load_manifest", "prepare_data"]
+__all__ = ["available_sources", "build_datasets", "build_mixup", "load_manifest", "prepare_data"]

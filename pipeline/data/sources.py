@@ -1,11 +1,16 @@
-"""The in-memory sources by name: digits (bundled) and the torchvision sets."""
+"""The data sources by name: digits (bundled), an image folder, and the torchvision sets."""
 
 from __future__ import annotations
 
 from pipeline.data.digits import load_digits
 from pipeline.data.pools import Pools
-from pipeline.data.torchvision_sets import load_torchvision
+from pipeline.data.torchvision_sets import DATASETS, load_torchvision
 from pipeline.params import DataParams
+
+
+def available_sources() -> list[str]:
+    """Every ``data.name`` cakd can read (params.yaml is validated against this list)."""
+    return ["digits", "imagefolder", *DATASETS]
 
 
 def load_pools(cfg: DataParams) -> Pools:

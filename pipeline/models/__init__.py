@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,11 +11,13 @@ from pipeline.fileio import load_torch, save_torch
 from pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
 from pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
 from pipeline.models.registry import builder_for, registered_names
+from pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file, sha256_of
 
 if TYPE_CHECKING:
     from pipeline.params import ModelParams
 
-__all__ = ["ModelOutput", "ModelSpec", "StageShape", "StagedModel", "available_models", "create_model",
+__all__ = ["ModelOutput", "ModelSource", "ModelSpec", "StageShape", "StagedModel", "WeightsLoad", "available_models",
+           "create_model",
            "load_model", "load_weights", "model_from_params", "save_model"]
 
 
@@ -22,17 +25,33 @@ def available_models() -> list[str]:
     return registered_names()
 
 
-def create_model(spec: ModelSpec, pretrained: bool = False) -> StagedModel:
-    return builder_for(spec.name)(spec, pretrained)
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's starting weights came from: recorded with the teacher, reported in one line."""
+
+    file: str | None  # weights file, hub cache file or cakd checkpoint; None = trained from scratch
+    sha256: str | None
+    report: str | None  # which tensors were loaded, left out, new (timm / Hugging Face weights only)
 
 
-def model_from_params(section: ModelParams, num_classes: int, img_size: int) -> StagedModel:
-    """A model as ``teacher:`` / ``student:`` in params.yaml describe it (timm hub or local weights)."""
-    model = create_model(ModelSpec(section.model, num_classes, img_size, kwargs=dict(section.kwargs)),
-                         pretrained=section.pretrained)
+def create_model(spec: ModelSpec, weights: WeightsLoad | None = None) -> StagedModel:
+    return builder_for(spec.name)(spec, weights)
+
+
+def model_from_params(section: ModelParams, num_classes: int, img_size: int) -> tuple[StagedModel, ModelSource]:
+    """A model as ``teacher:`` / ``student:`` in params.yaml describe it: from scratch, timm's hub weights
+    (``pretrained``), a local timm / Hugging Face file (``weights``) or a cakd ``checkpoint``."""
+    spec = ModelSpec(section.model, num_classes, img_size, kwargs=dict(section.kwargs))
+    file = (hub_weights_file(section.model) if section.pretrained
+            else resolve_weights_file(section.weights) if section.weights else None)
+    load = WeightsLoad(file) if file is not None else None
+    model = create_model(spec, load)
     if section.checkpoint:
         load_weights(model, section.checkpoint)
-    return model
+        file = Path(section.checkpoint)
+    return model, ModelSource(str(file) if file is not None else None,
+                              sha256_of(file) if file is not None else None,
+                              load.report(model) if load is not None else None)
 
 
 def save_model(model: StagedModel, path: str | Path, extra: dict | None = None) -> None:

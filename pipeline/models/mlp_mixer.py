@@ -9,6 +9,7 @@ from pipeline.errors import CakdError
 from pipeline.models.base import Head, ModelSpec, StagedModel
 from pipeline.models.pieces import TokenPool, split_in_four
 from pipeline.models.registry import create_timm, is_small_input, register
+from pipeline.models.weights import WeightsLoad, load_into
 
 # timm registers these with patch 16 fixed; small inputs need patch 4, so the same
 # architectures are built from timm's MlpMixer class directly.
@@ -20,17 +21,17 @@ _ARCHS = {
 
 
 @register(*_ARCHS)
-def build_mlp_mixer(spec: ModelSpec, pretrained: bool) -> StagedModel:
+def build_mlp_mixer(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
     if is_small_input(spec):
-        if pretrained:
-            raise CakdError(f"pretrained weights for '{spec.name}' exist only at 224 px (patch 16)")
         args = {"patch_size": 4, **_ARCHS[spec.name], **spec.kwargs}
         try:
             net = MlpMixer(num_classes=spec.num_classes, img_size=spec.img_size, in_chans=spec.in_chans, **args)
         except TypeError as err:
             raise CakdError(f"model '{spec.name}' does not accept these kwargs {spec.kwargs}: {err}") from None
+        if weights is not None:  # patch-16 weights: what keeps its shape at patch 4 loads, the rest is reported
+            load_into(net, weights)
     else:
-        net = create_timm(spec, pretrained)
+        net = create_timm(spec, weights)
     pool = nn.Sequential(TokenPool(net.global_pool, 0), net.head_drop)
     head = Head(pool=pool, classifier=net.head, norm=net.norm)
     return StagedModel(spec, "mlp", net.stem, split_in_four(net.blocks), head, layout="tokens")

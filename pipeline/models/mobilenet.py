@@ -6,11 +6,12 @@ from torch import nn
 
 from pipeline.models.base import Head, ModelSpec, StagedModel
 from pipeline.models.registry import create_timm, is_small_input, register
+from pipeline.models.weights import WeightsLoad
 
 
 @register("mobilenetv2_100", "mobilenetv2_050", "mobilenetv2_140")
-def build_mobilenetv2(spec: ModelSpec, pretrained: bool) -> StagedModel:
-    net = create_timm(spec, pretrained)
+def build_mobilenetv2(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
+    net = create_timm(spec, weights)
     if is_small_input(spec):
         net.conv_stem.stride = (1, 1)  # keep resolution for 32 px inputs (CIFAR-style)
     # feature_info names the block that ends each resolution; the last four are the four stages.

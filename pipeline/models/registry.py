@@ -9,8 +9,10 @@ from torch import nn
 
 from pipeline.errors import CakdError
 from pipeline.models.base import ModelSpec, StagedModel
+from pipeline.models.weights import WeightsLoad, load_into
 
-Builder = Callable[[ModelSpec, bool], StagedModel]
+# A builder gets the spec and, optionally, a weights file to load into the timm model before splitting it.
+Builder = Callable[[ModelSpec, WeightsLoad | None], StagedModel]
 _BUILDERS: dict[str, Builder] = {}
 
 SMALL_INPUT_MAX = 64  # at or below this size, models get their small-input recipe (patch 4, CIFAR stems)
@@ -39,18 +41,15 @@ def is_small_input(spec: ModelSpec) -> bool:
     return spec.img_size <= SMALL_INPUT_MAX
 
 
-def create_timm(spec: ModelSpec, pretrained: bool, **recipe) -> nn.Module:
-    """``timm.create_model`` with the spec's classes/channels; user kwargs win over the recipe's."""
+def create_timm(spec: ModelSpec, weights: WeightsLoad | None, **recipe) -> nn.Module:
+    """``timm.create_model`` with the spec's classes/channels (user kwargs win over the recipe's), then
+    ``weights`` loaded into it by timm's rules."""
     kwargs = {**recipe, **spec.kwargs}
     try:
-        return timm.create_model(spec.name, pretrained=pretrained, num_classes=spec.num_classes,
-                                 in_chans=spec.in_chans, **kwargs)
+        net = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes,
+                                in_chans=spec.in_chans, **kwargs)
     except TypeError as err:
         raise CakdError(f"model '{spec.name}' does not accept these kwargs {kwargs}: {err}") from None
-    except (OSError, RuntimeError) as err:
-        if pretrained:
-            raise CakdError(
-                f"pretrained weights for '{spec.name}' could not be fetched from the timm/Hugging Face hub "
-                f"({type(err).__name__}); offline, set pretrained: false or point 'checkpoint' at local weights"
-            ) from None
-        raise
+    if weights is not None:
+        load_into(net, weights)
+    return net

@@ -6,11 +6,12 @@ from torch import nn
 
 from pipeline.models.base import Head, ModelSpec, StagedModel
 from pipeline.models.registry import create_timm, is_small_input, register
+from pipeline.models.weights import WeightsLoad
 
 
 @register("resnet18", "resnet10t", "resnet34", "resnet50")
-def build_resnet(spec: ModelSpec, pretrained: bool) -> StagedModel:
-    net = create_timm(spec, pretrained)
+def build_resnet(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
+    net = create_timm(spec, weights)
     if is_small_input(spec):
         # CIFAR-style stem: a 7x7/2 conv + max-pool would shrink a 32 px image to 8 px before layer1.
         net.conv1 = nn.Conv2d(spec.in_chans, net.bn1.num_features, 3, 1, 1, bias=False)

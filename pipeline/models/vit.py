@@ -8,6 +8,7 @@ from torch import nn
 from pipeline.models.base import Head, ModelSpec, StagedModel
 from pipeline.models.pieces import TokenPool, split_in_four
 from pipeline.models.registry import create_timm, is_small_input, register
+from pipeline.models.weights import WeightsLoad
 
 
 class ViTEmbed(nn.Module):
@@ -22,11 +23,11 @@ class ViTEmbed(nn.Module):
 
 
 @register("vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224")
-def build_vit(spec: ModelSpec, pretrained: bool) -> StagedModel:
+def build_vit(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
     recipe = {"img_size": spec.img_size}
     if is_small_input(spec):
         recipe["patch_size"] = 4
-    net = create_timm(spec, pretrained, **recipe)
+    net = create_timm(spec, weights, **recipe)
     if net.attn_pool is not None:
         raise ValueError(f"{spec.name}: attention pooling is not supported")
     stages = split_in_four(net.blocks)

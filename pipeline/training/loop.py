@@ -11,18 +11,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from dvclive import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from scmrepo.exceptions import SCMError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.scheduler.scheduler import Scheduler
+from timm.utils import NativeScaler, dispatch_clip_grad, distribute_bn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -30,6 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from pipeline.errors import CakdError
 from pipeline.fileio import load_torch, save_torch
+from pipeline.metrics import top1_accuracy
 from pipeline.models import save_model
 from pipeline.params import TrainParams
 from pipeline.training.runtime import Runtime, gather_strings, seed_everything, weights_digest
@@ -38,49 +40,221 @@ from pipeline.ui import console
 
 @dataclass
 class FitResult:
-    accuracy: dict[str, float]  # final test top-1 (%) of each head: "student", maybe "assistant"
-    best_accuracy: float  # best student test top-1 (%) over epochs (best.pt)
+    accuracy: dict[str, float]  # final test top-1 (%) of each head: the role ("teacher", "student"), "assistant"
+    best_accuracy: float  # best test top-1 (%) of the trained model over epochs (best.pt)
     epochs_run: int  # epochs trained by this process (fewer than planned after a resume)
     seconds_per_epoch: float
     history: list[dict[str, float]] = field(default_factory=list)
     rank_digests: list[str] = field(default_factory=list)  # hash of the trained weights, one per DDP rank
 
 
-def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
-    return targets.argmax(dim=1) if targets.ndim == 2 else targets
+@dataclass
+class Loaders:
+    train: DataLoader
+    test: DataLoader
+    sampler: DistributedSampler | None  # under torchrun; else the RandomSampler draws from ``generator``
+    generator: torch.Generator
 
 
-def _autocast(runtime: Runtime, recipe: TrainParams):
-    if runtime.device.type != "cuda" or recipe.amp == "off":
-        return nullcontext(), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
+@dataclass
+class Optimisation:
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    scaler: NativeScaler | None  # fp16 autocast on CUDA only
+    autocast: AbstractContextManager
+    params: list[nn.Parameter]  # what gradient clipping sees
+    grad_clip: float
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores: the next epoch to run, the best test accuracy so far, every epoch's row."""
+
+    epoch: int = 0
+    best: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One training run's fixed context, shared by its parts."""
+
+    distiller: nn.Module
+    runtime: Runtime
+    out_dir: Path
+    fingerprint: str
+    role: str  # "teacher" or "student": names the trained model's accuracy (acc_teacher, acc_student)
+    label: str  # what the console calls the run ("teacher", a method name)
+    epochs: int
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+
+def build_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int, runtime: Runtime, seed: int,
+                  num_workers: int = 0) -> Loaders:
+    """Shuffled, full training batches (a distributed sampler under torchrun) and a plain test loader."""
+    if len(train_ds) < batch_size * runtime.world_size:
+        raise CakdError(f"training set has {len(train_ds)} images, fewer than one batch "
+                        f"({batch_size} x {runtime.world_size} processes): lower train.batch_size")
+    sampler = (DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
+               if runtime.distributed else None)
+    generator = torch.Generator()
+    train = DataLoader(train_ds, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+                       sampler=sampler or RandomSampler(train_ds, generator=generator), persistent_workers=False)
+    test = DataLoader(test_ds, batch_size=max(batch_size, 128), num_workers=num_workers)
+    return Loaders(train, test, sampler, generator)
+
+
+def build_optimisation(distiller: nn.Module, recipe: TrainParams, lr: float, epochs: int, steps_per_epoch: int,
+                       runtime: Runtime) -> Optimisation:
+    """timm's optimiser and per-step scheduler; on CUDA, bf16 autocast (or fp16 with timm's NativeScaler)."""
+    optimizer = create_optimizer_v2(distiller, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay)
+    scheduler = None
+    if recipe.sched != "none":
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=recipe.sched, num_epochs=epochs, warmup_epochs=recipe.warmup_epochs,
+            decay_epochs=max(1, epochs // 3), step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+    autocast, scaler = nullcontext(), None
+    if runtime.device.type == "cuda" and recipe.amp != "off":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        autocast = torch.autocast("cuda", dtype=dtype)
+        scaler = NativeScaler("cuda") if dtype == torch.float16 else None
+    params = [p for p in distiller.parameters() if p.requires_grad]
+    return Optimisation(optimizer, scheduler, scaler, autocast, params, recipe.grad_clip)
+
+
+def restore(run: Run, opt: Optimisation) -> RunState:
+    """The state of ``checkpoint.pt`` if it was made by this very run (same fingerprint), else a fresh start."""
+    if not run.ckpt_path.exists():
+        return RunState()
+    state = load_torch(run.ckpt_path, "training checkpoint")
+    if state.get("fingerprint") != run.fingerprint:
+        if run.runtime.is_main:
+            console.print(f"[yellow]{run.ckpt_path} was made with other settings or inputs: starting over")
+        return RunState()
+    run.distiller.load_state_dict(state["distiller"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    if opt.scheduler is not None:
+        opt.scheduler.load_state_dict(state["scheduler"])
+    if opt.scaler is not None and state.get("scaler"):
+        opt.scaler.load_state_dict(state["scaler"])
+    if run.runtime.is_main:
+        console.print(f"resuming {run.label} from epoch {state['epoch']}/{run.epochs} ({run.ckpt_path})")
+    return RunState(state["epoch"], state["best"], state["history"])
+
+
+def _step(loss: torch.Tensor, opt: Optimisation) -> None:
+    """Backward, optional gradient clipping, optimiser step (through the scaler under fp16)."""
+    opt.optimizer.zero_grad(set_to_none=True)
+    if opt.scaler is not None:
+        opt.scaler(loss, opt.optimizer, clip_grad=opt.grad_clip or None, parameters=opt.params)
+        return
+    loss.backward()
+    if opt.grad_clip:
+        dispatch_clip_grad(opt.params, opt.grad_clip)
+    opt.optimizer.step()
+
+
+def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Optimisation, epoch: int,
+                    mixup: Callable | None, progress: Progress) -> dict[str, float]:
+    """One pass over the training set; returns the epoch's mean losses, train accuracy and speed."""
+    steps = len(loaders.train)
+    run.distiller.train()
+    task = progress.add_task(f"{run.label} {epoch + 1}/{run.epochs}", total=steps, stats="")
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    t0 = time.perf_counter()
+    for i, (images, labels) in enumerate(loaders.train):
+        device = run.runtime.device
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, targets = mixup(images, labels) if mixup is not None else (images, labels)
+        with opt.autocast:
+            logits, losses = step_module(images, targets, epoch=epoch + i / steps)
+            loss = sum(losses.values())
+        _stop_if_not_finite(loss, run, epoch, i)
+        _step(loss, opt)
+        if opt.scheduler is not None:
+            opt.scheduler.step_update(epoch * steps + i + 1)
+        for name, value in {**losses, "loss": loss}.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += labels.shape[0]
+        rate = seen * run.runtime.world_size / (time.perf_counter() - t0)
+        progress.update(task, advance=1, stats=f"loss {sums['loss'] / (i + 1):.3f}  "
+                        f"acc {100 * correct / seen:.1f}%  {rate:.0f} img/s")
+    progress.remove_task(task)
+    seconds = time.perf_counter() - t0
+    record = {f"train/{k}": v / steps for k, v in sums.items()}
+    record.update({"train/acc": 100.0 * correct / seen, "train/images_per_s": seen * run.runtime.world_size / seconds,
+                   "lr": opt.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds})
+    return record
 
 
 @torch.no_grad()
-def evaluate_heads(distiller: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Top-1 (%) of every head the distiller exposes, plus the student's test loss."""
+def evaluate_heads(distiller: nn.Module, loader: DataLoader, device: torch.device, role: str = "student"
+                   ) -> dict[str, float]:
+    """Test top-1 (%) of every head the distiller reports, the trained model's named by its role."""
     distiller.eval()
-    correct: dict[str, int] = {}
-    total, loss_sum = 0, 0.0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        heads = distiller.eval_logits(images)
-        for name, logits in heads.items():
-            correct[name] = correct.get(name, 0) + int((logits.argmax(1) == labels).sum())
-        loss_sum += float(F.cross_entropy(heads["student"].float(), labels, reduction="sum"))
-        total += labels.numel()
-    out = {f"acc_{name}": 100.0 * c / total for name, c in correct.items()}
-    out["loss_student"] = loss_sum / total
-    return out
+    names = list(distiller.eval_logits(next(iter(loader))[0][:1].to(device)))
+    return {role if name == "student" else name: top1_accuracy(
+        lambda x, name=name: distiller.eval_logits(x.to(device))[name], loader) for name in names}
 
 
-def _sync_buffers(module: nn.Module, runtime: Runtime) -> None:
-    """BatchNorm statistics drift per rank; rank 0's become everyone's so replicas stay identical."""
-    if runtime.distributed:
-        for buf in module.buffers():
-            dist.broadcast(buf, src=0)
+def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, float], live: Live | None,
+                 opt: Optimisation | None) -> None:
+    """Evaluate, log the epoch to dvclive and the console, keep best.pt, and checkpoint (rank 0 only).
+
+    Without ``opt`` nothing was trained: the model as it is becomes epoch 0.
+    """
+    heads = evaluate_heads(run.distiller, loaders.test, run.runtime.device, run.role)
+    record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
+    state.epoch += opt is not None
+    state.history.append({"epoch": state.epoch, **record})
+    for key, value in record.items():
+        live.log_metric(key, value)
+    live.next_step()
+    if heads[run.role] > state.best:
+        state.best = heads[run.role]
+        save_model(run.distiller.student, run.out_dir / "best.pt", {"epoch": state.epoch, "accuracy": state.best})
+    save_torch({
+        "fingerprint": run.fingerprint, "epoch": state.epoch, "best": state.best, "history": state.history,
+        "distiller": run.distiller.state_dict(),
+        "optimizer": opt.optimizer.state_dict() if opt is not None else {},
+        "scheduler": opt.scheduler.state_dict() if opt is not None and opt.scheduler is not None else {},
+        "scaler": opt.scaler.state_dict() if opt is not None and opt.scaler is not None else {},
+    }, run.ckpt_path)
+    shown = "  ".join(f"{name} {acc:.2f}%" for name, acc in heads.items())
+    if opt is None:
+        console.print(f"{run.label} used as is (no training): test {shown}")
+        return
+    console.print(f"{run.label} epoch {state.epoch}/{run.epochs}: loss {record['train/loss']:.4f}  test {shown}  "
+                  f"{record['train/images_per_s']:.0f} img/s  {record['epoch_seconds']:.1f}s")
+
+
+def finish(run: Run, state: RunState, live: Live | None, epochs_run: int) -> FitResult:
+    """Write model.pt (the trained model alone) and sum the run up from its whole history."""
+    digests = gather_strings(run.runtime, weights_digest(run.distiller.student))
+    final = ({k.removeprefix("test/acc_"): v for k, v in state.history[-1].items() if k.startswith("test/acc_")}
+             if state.history else {})
+    if run.runtime.is_main:
+        save_model(run.distiller.student, run.out_dir / "model.pt",
+                   {"epochs": run.epochs, "accuracy": final.get(run.role)})
+        live.end()
+    # From the history, so a resumed (or already finished) run reports every epoch, not only its own.
+    epoch_times = [row["epoch_seconds"] for row in state.history if "epoch_seconds" in row]
+    return FitResult(accuracy=final, best_accuracy=state.best, epochs_run=epochs_run,
+                     seconds_per_epoch=sum(epoch_times) / len(epoch_times) if epoch_times else 0.0,
+                     history=state.history, rank_digests=digests)
+
+
+def use_as_is(run: Run, loaders: Loaders) -> FitResult:
+    """No training: the model is evaluated once and written as it is (a teacher with ``train.epochs: 0``)."""
+    state, live = RunState(), open_live(run, resume=False)
+    if run.runtime.is_main:
+        end_of_epoch(run, state, loaders, {}, live, None)
+    return finish(run, state, live, 0)
 
 
 def fit(
@@ -98,171 +272,72 @@ def fit(
     lr: float | None = None,
     mixup: Callable | None = None,
     num_workers: int = 0,
+    role: str = "student",
     label: str = "train",
 ) -> FitResult:
-    """Train ``distiller`` and leave ``model.pt`` (last), ``best.pt``, ``checkpoint.pt`` and ``live/``."""
-    epochs = epochs or recipe.epochs
-    lr = lr or recipe.lr
+    """Train ``distiller`` and leave ``model.pt`` (last), ``best.pt``, ``checkpoint.pt`` and ``live/``.
+
+    ``epochs=0`` trains nothing: the model is evaluated once and written as it is.
+    """
+    run = Run(distiller.to(runtime.device), runtime, out_dir, fingerprint, role, label,
+              recipe.epochs if epochs is None else epochs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = runtime.device
-    distiller.to(device)
-    if len(train_ds) < recipe.batch_size * runtime.world_size:
-        raise CakdError(f"training set has {len(train_ds)} images, fewer than one batch "
-                        f"({recipe.batch_size} x {runtime.world_size} processes): lower train.batch_size")
-
-    sampler = (DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
-               if runtime.distributed else None)
-    generator = torch.Generator()
-    train_loader = DataLoader(
-        train_ds, batch_size=recipe.batch_size, drop_last=True, num_workers=num_workers,
-        sampler=sampler or RandomSampler(train_ds, generator=generator), persistent_workers=False)
-    test_loader = DataLoader(test_ds, batch_size=max(recipe.batch_size, 128), num_workers=num_workers)
-    steps_per_epoch = len(train_loader)
-
-    optimizer = create_optimizer_v2(distiller, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay)
-    scheduler = None
-    if recipe.sched != "none":
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=recipe.sched, num_epochs=epochs, warmup_epochs=recipe.warmup_epochs,
-            decay_epochs=max(1, epochs // 3), step_on_epochs=False, updates_per_epoch=steps_per_epoch)
-    autocast, scaler = _autocast(runtime, recipe)
-
-    ckpt_path = out_dir / "checkpoint.pt"
-    start_epoch, best, history = 0, -1.0, []
-    if resume and ckpt_path.exists():
-        state = load_torch(ckpt_path, "training checkpoint")
-        if state.get("fingerprint") != fingerprint:
-            if runtime.is_main:
-                console.print(f"[yellow]{ckpt_path} was made with other settings or inputs: starting over")
-        else:
-            distiller.load_state_dict(state["distiller"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            start_epoch, best, history = state["epoch"], state["best"], state["history"]
-            if runtime.is_main:
-                console.print(f"resuming {label} from epoch {start_epoch}/{epochs} ({ckpt_path})")
-
+    loaders = build_loaders(train_ds, test_ds, recipe.batch_size, runtime, seed, num_workers)
+    if run.epochs == 0:
+        return use_as_is(run, loaders)
+    opt = build_optimisation(distiller, recipe, lr or recipe.lr, run.epochs, len(loaders.train), runtime)
+    state = restore(run, opt) if resume else RunState()
+    start = state.epoch
     step_module: nn.Module = distiller  # distiller(images, targets) is its training step
-    if runtime.distributed:
-        step_module = DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
-    params = [p for p in distiller.parameters() if p.requires_grad]
-    live = _open_live(out_dir / "live", resume=start_epoch > 0) if runtime.is_main else None
+    if runtime.distributed:  # DDP averages gradients across ranks
+        cuda = runtime.device.type == "cuda"
+        step_module = DistributedDataParallel(distiller, device_ids=[runtime.device.index] if cuda else None,
+                                              find_unused_parameters=True)
+    live = open_live(run, resume=start > 0, lr=lr or recipe.lr, batch_size=recipe.batch_size)
     if live is not None:
-        live.log_params({"label": label, "epochs": epochs, "lr": lr, "batch_size": recipe.batch_size,
-                         "effective_batch_size": recipe.batch_size * runtime.world_size,
-                         "world_size": runtime.world_size})
-        live.step = start_epoch
-
+        live.step = start
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
                         disable=not runtime.is_main, transient=True)
     with progress:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start, run.epochs):
             seed_everything(seed * 1000 + epoch)
-            generator.manual_seed(seed * 1000 + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            distiller.train()
-            task = progress.add_task(f"{label} {epoch + 1}/{epochs}", total=steps_per_epoch, stats="")
-            sums: dict[str, float] = {}
-            correct = seen = 0
-            t0 = time.perf_counter()
-            for i, (images, labels) in enumerate(train_loader):
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                targets = mixup(images, labels) if mixup is not None else (images, labels)
-                images, targets = targets
-                with autocast:
-                    logits, losses = step_module(images, targets, epoch=epoch + i / steps_per_epoch)
-                    loss = sum(losses.values())
-                _stop_if_not_finite(loss, runtime, label, epoch, i, ckpt_path)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if recipe.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if scheduler is not None:
-                    scheduler.step_update(epoch * steps_per_epoch + i + 1)
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                correct += int((logits.argmax(1) == _hard_labels(labels)).sum())
-                seen += labels.shape[0]
-                rate = seen * runtime.world_size / (time.perf_counter() - t0)
-                progress.update(task, advance=1, stats=f"loss {sums['loss'] / (i + 1):.3f}  "
-                                f"acc {100 * correct / seen:.1f}%  {rate:.0f} img/s")
-            progress.remove_task(task)
-            epoch_time = time.perf_counter() - t0
-            _sync_buffers(distiller, runtime)
-
-            record = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
-            record["train/acc"] = 100.0 * correct / seen
-            record["train/images_per_s"] = seen * runtime.world_size / epoch_time
-            record["lr"] = optimizer.param_groups[0]["lr"]
-            record["epoch_seconds"] = epoch_time
+            loaders.generator.manual_seed(seed * 1000 + epoch)
+            if loaders.sampler is not None:
+                loaders.sampler.set_epoch(epoch)
+            record = train_one_epoch(run, step_module, loaders, opt, epoch, mixup, progress)
+            if runtime.distributed:  # BatchNorm statistics drift per rank: rank 0's become everyone's
+                distribute_bn(distiller, runtime.world_size, reduce=False)
             if runtime.is_main:
-                record.update({f"test/{k}": v for k, v in evaluate_heads(distiller, test_loader, device).items()})
-                history.append({"epoch": epoch + 1, **record})
-                for key, value in record.items():
-                    live.log_metric(key, value)
-                live.next_step()
-                acc = record["test/acc_student"]
-                if acc > best:
-                    best = acc
-                    save_model(distiller.student, out_dir / "best.pt", {"epoch": epoch + 1, "accuracy": acc})
-                save_torch({
-                    "fingerprint": fingerprint, "epoch": epoch + 1, "best": best, "history": history,
-                    "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                }, ckpt_path)
-                heads = "  ".join(f"{k.removeprefix('test/acc_')} {v:.2f}%" for k, v in record.items()
-                                  if k.startswith("test/acc_"))
-                console.print(f"{label} epoch {epoch + 1}/{epochs}: loss {record['train/loss']:.4f}  "
-                              f"test {heads}  {record['train/images_per_s']:.0f} img/s  {epoch_time:.1f}s")
+                end_of_epoch(run, state, loaders, record, live, opt)
+            else:
+                state.epoch += 1
             if runtime.distributed:
                 dist.barrier()
-
-    digests = gather_strings(runtime, weights_digest(distiller.student))
-    final = {k.removeprefix("test/acc_"): v for k, v in history[-1].items() if k.startswith("test/acc_")} \
-        if history else {}
-    if runtime.is_main:
-        save_model(distiller.student, out_dir / "model.pt", {"epochs": epochs, "accuracy": final.get("student")})
-        live.end()
-    # From the history, so a resumed (or already finished) run reports every epoch, not only its own.
-    epoch_times = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
-    return FitResult(accuracy=final, best_accuracy=best, epochs_run=epochs - start_epoch,
-                     seconds_per_epoch=sum(epoch_times) / len(epoch_times) if epoch_times else 0.0,
-                     history=history, rank_digests=digests)
+    return finish(run, state, live, run.epochs - start)
 
 
-def _open_live(path: Path, resume: bool) -> Live:
-    """dvclive's metrics and plots files; it stumbles on a git repository without commits (dvclive#522)."""
+def open_live(run: Run, resume: bool, **params: float) -> Live | None:
+    """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
+    if not run.runtime.is_main:
+        return None
     try:
-        return Live(dir=str(path), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        live = Live(dir=str(run.out_dir / "live"), resume=resume, save_dvc_exp=False, dvcyaml=False)
     except SCMError as err:
         raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
+    world = run.runtime.world_size
+    live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
+                     **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
+    return live
 
 
-def _stop_if_not_finite(loss: torch.Tensor, runtime: Runtime, label: str, epoch: int, step: int,
-                        ckpt_path: Path) -> None:
+def _stop_if_not_finite(loss: torch.Tensor, run: Run, epoch: int, step: int) -> None:
     """A NaN/inf loss ends training with one line; the last checkpoint (previous epoch) stays intact."""
     bad = torch.tensor(0.0 if math.isfinite(float(loss.detach())) else 1.0, device=loss.device)
-    if runtime.distributed:
+    if run.runtime.distributed:
         dist.all_reduce(bad)
     if bad.item():
-        kept = f"last good checkpoint kept: {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
-        raise CakdError(f"{label}: loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
+        kept = (f"last good checkpoint kept: {run.ckpt_path}" if run.ckpt_path.exists()
+                else "no checkpoint was written yet")
+        raise CakdError(f"{run.label}: loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
                         f"(lower the learning rate or enable grad_clip); {kept}")

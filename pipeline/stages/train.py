@@ -1,0 +1,126 @@
+"""``cakd train-teacher`` and ``cakd distill``: one stage that trains a model by its role.
+
+The teacher is trained alone (``ce``), fine-tuned from weights it already has, or used as is
+(``train.epochs: 0``); a student is trained with ``distill.method`` (``ce`` = the student-alone baseline),
+with the teacher only when the method says it needs one. Accuracies are named by role on the console and
+in dvclive (``acc_teacher``, ``acc_student``, FBT's ``acc_assistant``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline.data import build_datasets, build_mixup, load_manifest
+from pipeline.distill import METHODS, Distiller, build_distiller
+from pipeline.errors import CakdError
+from pipeline.fileio import file_hash, write_json
+from pipeline.models import ModelSource, StagedModel, load_model, model_from_params
+from pipeline.params import ModelParams, Params, fingerprint
+from pipeline.training import FitResult, fit
+from pipeline.training.runtime import Runtime, init_runtime, seed_everything, shutdown
+from pipeline.ui import console
+
+Role = Literal["teacher", "student"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a role trains, and how: the model's params section, the method, the budget, the fingerprint parts."""
+
+    role: Role
+    section: ModelParams
+    method: str
+    epochs: int
+    lr: float | None
+    label: str  # the console's name for the run
+    run_parts: tuple  # settings that make a checkpoint resumable (besides the data and the starting weights)
+
+
+def plan_for(role: Role, params: Params) -> Plan:
+    if role == "teacher":
+        return Plan(role, params.teacher, "ce", params.train.epochs, None, "teacher",
+                    (params.teacher, params.train, params.data, params.seed))
+    method = params.distill.method
+    epochs = params.train.epochs if params.distill.epochs is None else params.distill.epochs
+    if epochs == 0:
+        raise CakdError("a student needs at least one epoch: set distill.epochs (train.epochs: 0 only means "
+                        "'use the teacher as is')")
+    method_params = getattr(params.distill, method, None)
+    return Plan(role, params.student, method, epochs, params.distill.lr, method,
+                (params.student, params.train, params.data, params.seed, method, params.distill.epochs,
+                 params.distill.lr, method_params))
+
+
+def teacher_for(plan: Plan, teacher_path: Path | None) -> StagedModel | None:
+    """The trained teacher a student's method learns from; None when the method does not need one."""
+    if plan.role == "teacher" or not METHODS[plan.method].needs_teacher:
+        return None
+    if teacher_path is None:
+        raise CakdError(f"distillation method '{plan.method}' needs a teacher: pass --teacher PATH")
+    return load_model(teacher_path)
+
+
+def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_path: Path | None = None,
+        resume: bool = False) -> dict:
+    plan = plan_for(role, params)
+    manifest = load_manifest(manifest_path)
+    teacher = teacher_for(plan, teacher_path)
+    runtime = init_runtime(params.train.threads)
+    try:
+        train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
+        seed_everything(params.seed)
+        model, source = model_from_params(plan.section, manifest["num_classes"], params.data.img_size)
+        if plan.epochs == 0 and source.file is None:
+            raise CakdError(f"train.epochs: 0 uses the {role} as is, but {plan.section.model} has no weights: set "
+                            f"{role}.weights, {role}.pretrained or {role}.checkpoint")
+        if runtime.is_main and source.report:
+            console.print(source.report)
+        distiller = build_distiller(plan.method, model, teacher, params.distill)
+        run_id = fingerprint(*plan.run_parts, manifest["content_hash"], source.sha256,
+                             file_hash(teacher_path) if teacher is not None else None)
+        result = fit(distiller, train_ds, test_ds, params.train, out_dir, runtime, seed=params.seed,
+                     fingerprint=run_id, resume=resume, epochs=plan.epochs, lr=plan.lr,
+                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.data.num_workers,
+                     role=role, label=plan.label)
+        summary = summarise(plan, params, result, distiller, source, runtime)
+        if runtime.is_main:
+            if role == "student":
+                distiller.save_extras(out_dir / "extras.pt")
+            write_json(out_dir / "metrics.json", summary)
+            prefix = f"{plan.label}: " if plan.label != role else ""
+            console.print(f"{prefix}{role} {plan.section.model} test top-1 {summary['accuracy']:.2f}% "
+                          f"-> {out_dir / 'model.pt'}")
+        return summary
+    finally:
+        shutdown(runtime)
+
+
+def summarise(plan: Plan, params: Params, result: FitResult, distiller: Distiller, source: ModelSource,
+              runtime: Runtime) -> dict:
+    """metrics.json: accuracy and cost for every role; the teacher's source, or the student's method."""
+    common = {
+        "accuracy": result.accuracy.get(plan.role),
+        "best_accuracy": result.best_accuracy,
+        "epochs": plan.epochs,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "world_size": runtime.world_size,
+        "effective_batch_size": params.train.batch_size * runtime.world_size,
+        "rank_digests": result.rank_digests,
+    }
+    if plan.role == "teacher":
+        teacher_source = {"file": source.file, "sha256": source.sha256, "timm_name": plan.section.model,
+                          "fine_tuned": plan.epochs > 0}
+        return {"model": plan.section.model, **common, "teacher_source": teacher_source}
+    student = distiller.student
+    return {
+        "method": plan.method,
+        "student": plan.section.model,
+        "teacher": distiller.teacher.spec.name if distiller.teacher is not None else None,
+        "assistant_accuracy": result.accuracy.get("assistant"),
+        **common,
+        "extra_parameters": distiller.num_extra_parameters(),
+        "student_parameters": sum(p.numel() for p in student.parameters()),
+        "student_source": {k: v for k, v in asdict(source).items() if k != "report"},
+    }
