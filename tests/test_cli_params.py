@@ -47,7 +47,7 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     write_params(tmp_path / "params.yaml", tiny_params())
     proc = run_cakd("train-teacher", "-S", "train.epochs=-1", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("cakd: error: invalid override -S train.epochs=0: 'train.epochs'")
+    assert proc.stderr.strip().startswith("cakd: error: invalid override -S train.epochs=-1: 'train.epochs'")
     assert "Traceback" not in proc.stderr
 
 
