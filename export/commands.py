@@ -89,7 +89,7 @@ def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Pa
                                      atol=cfg.atol, fp16=need_fp16, fp16_atol=cfg.fp16_atol)
         report["int8"] = None
         if need_int8:
-            loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+            loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.runtime.num_workers)
             report["int8"] = export_int8(onnx_path, variant_path(onnx_path, "int8"),
                                          spread_sample(train_ds, cfg.calib_images), loader,
                                          max_accuracy_drop=cfg.max_accuracy_drop,
@@ -135,7 +135,7 @@ def bench_latency_command(params: Params, models: list[Path], out_dir: Path, man
     loader = parity = calib = None
     if manifest is not None:
         train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
-        loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+        loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.runtime.num_workers)
         parity = spread_sample(test_ds, params.export.parity_images)
         calib = spread_sample(train_ds, params.export.calib_images)
     with tempfile.TemporaryDirectory(prefix="cakd-bench-") as work:  # on-the-fly ONNX and engines

@@ -28,7 +28,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, lis
     root = tmp_path_factory.mktemp("bench")
     params = Params.model_validate({
         "data": {"name": "digits", "img_size": IMG, "train_per_class": 10, "test_per_class": 5},
-        "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT}, "student": {"model": "resnet10t"},
+        "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT},
+        "students": {"student": {"model": "resnet10t"}},
         "export": {"parity_images": 16, "calib_images": 16},
         "bench": {"batch_sizes": [2, 1], "warmup": 1, "runs": 4, "threads": 2, "budget_ms": 10000.0,
                   "runtimes": ["torch", "onnxruntime", "onnxruntime-int8", "tensorrt"]},

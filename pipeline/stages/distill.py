@@ -15,11 +15,13 @@ from pipeline.ui import console
 
 
 def run(params: Params, manifest_path: Path, teacher_path: Path | None, out_dir: Path,
-        resume: bool = False) -> dict:
+        resume: bool = False, metrics_path: Path | None = None) -> dict:
+    """Train ``params.student`` into ``out_dir``; its metrics JSON goes to ``metrics_path`` (default
+    out_dir/metrics.json)."""
     method = params.distill.method
     manifest = load_manifest(manifest_path)
     teacher = load_model(teacher_path) if method != "ce" else None
-    runtime = init_runtime(params.train.threads)
+    runtime = init_runtime(params.runtime.threads)
     try:
         train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
         seed_everything(params.seed)
@@ -32,7 +34,7 @@ def run(params: Params, manifest_path: Path, teacher_path: Path | None, out_dir:
         result = fit(
             distiller, train_ds, test_ds, params.train, out_dir, runtime, seed=params.seed,
             fingerprint=run_id, resume=resume, epochs=params.distill.epochs, lr=params.distill.lr,
-            mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.data.num_workers,
+            mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.runtime.num_workers,
             label=method)
         summary = {
             "method": method,
@@ -50,7 +52,7 @@ def run(params: Params, manifest_path: Path, teacher_path: Path | None, out_dir:
         }
         if runtime.is_main:
             distiller.save_extras(out_dir / "extras.pt")
-            write_json(out_dir / "metrics.json", summary)
+            write_json(metrics_path or out_dir / "metrics.json", summary)
             console.print(f"{method}: student {params.student.model} test top-1 {summary['accuracy']:.2f}% "
                           f"-> {out_dir / 'model.pt'}")
         return summary

@@ -14,9 +14,11 @@ from pipeline.training.runtime import init_runtime, seed_everything, shutdown
 from pipeline.ui import console
 
 
-def run(params: Params, manifest_path: Path, out_dir: Path, resume: bool = False) -> dict:
+def run(params: Params, manifest_path: Path, out_dir: Path, resume: bool = False,
+        metrics_path: Path | None = None) -> dict:
+    """Train the teacher into ``out_dir``; its metrics JSON goes to ``metrics_path`` (default out_dir/metrics.json)."""
     manifest = load_manifest(manifest_path)
-    runtime = init_runtime(params.train.threads)
+    runtime = init_runtime(params.runtime.threads)
     try:
         train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
         seed_everything(params.seed)
@@ -26,7 +28,7 @@ def run(params: Params, manifest_path: Path, out_dir: Path, resume: bool = False
             trainer, train_ds, test_ds, params.train, out_dir, runtime, seed=params.seed,
             fingerprint=fingerprint(params.teacher, params.train, params.data, params.seed, manifest["content_hash"]),
             resume=resume, mixup=build_mixup(params.data, manifest["num_classes"]),
-            num_workers=params.data.num_workers, label="teacher")
+            num_workers=params.runtime.num_workers, label="teacher")
         summary = {
             "model": params.teacher.model,
             "accuracy": result.accuracy.get("student"),
@@ -38,7 +40,7 @@ def run(params: Params, manifest_path: Path, out_dir: Path, resume: bool = False
             "rank_digests": result.rank_digests,
         }
         if runtime.is_main:
-            write_json(out_dir / "metrics.json", summary)
+            write_json(metrics_path or out_dir / "metrics.json", summary)
             console.print(f"teacher {params.teacher.model}: test top-1 {summary['accuracy']:.2f}% "
                           f"-> {out_dir / 'model.pt'}")
         return summary
