@@ -102,7 +102,7 @@ def test_repro_runs_every_stage_per_student_then_nothing(repo: tuple[Path, subpr
     assert all(s["onnx_max_abs_diff"] <= 1e-4 and s["latency_ms"] for s in summary["students"].values())
     bench = json.loads((project / "artifacts/bench/bench.json").read_text())
     assert {row["model"] for row in bench["rows"]} == {"teacher", *NAMES}
-    lines = [line for line in first.stdout.splitlines() if line.startswith("deploy ")]
+    lines = [line for line in (first.stdout + first.stderr).splitlines() if line.startswith("deploy ")]
     assert len(lines) == len(bench["picks"]) >= 1 and lines == summary["deploy_lines"]
     tracked = subprocess.run(["git", "ls-files", "reports"], cwd=project, capture_output=True, text=True).stdout
     assert set(tracked.split()) == {"reports/teacher.json", "reports/summary.json",  # git holds every report
@@ -175,8 +175,7 @@ def test_experiments_show_their_metrics(repo: tuple[Path, subprocess.CompletedPr
     for name in ("exp-kd", "exp-ce"):
         assert_compared(found[name])
     assert found["exp-ce"]["students"]["deit"]["assistant_top1"] is None  # ce has no assistant: really re-run
-    dvc(project, "exp", "apply", "exp-ce")
-    commit(project, "ce")
+    commit(project, "ce")  # the workspace holds the last experiment
 
 
 def test_queued_experiments_run_side_by_side(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
