@@ -183,13 +183,16 @@ def test_queued_experiments_run_side_by_side(repo: tuple[Path, subprocess.Comple
     for rate in (1, 2):  # one student changes: each experiment re-runs its stages, the bench and the summary
         dvc(project, "exp", "run", "--queue", "-n", f"queued-{rate}",
             "-S", f"students.mobilenet.kwargs.drop_rate=0.{rate}")
-    dvc(project, "queue", "start", "-j", "2")
+    # The workers outlive `dvc queue start` and would hold captured pipes open: give them none.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, check=True, timeout=120,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
     while time.time() < deadline:
         status = dvc(project, "queue", "status").stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
+    dvc(project, "queue", "stop")
     assert "Failed" not in status and status.count("Success") == 2, status
     found = exp_metrics(project)
     for name in ("queued-1", "queued-2"):
