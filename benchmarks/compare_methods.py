@@ -106,7 +106,7 @@ class Bench:
         self.base = ["--params", str(args.params),
                      "-S", "data.name=imagefolder", "-S", f"data.root={args.data_root.expanduser()}",
                      "-S", "data.img_size=32", "-S", "data.hflip=true",
-                     "-S", f"data.test_per_class={budget.test_per_class}", "-S", f"train.threads={args.threads}"]
+                     "-S", f"data.test_per_class={budget.test_per_class}", "-S", f"runtime.threads={args.threads}"]
 
     def prepare(self, train_per_class: int) -> Path:
         out = self.cache / f"data-train{train_per_class}-test{self.budget.test_per_class}"
@@ -140,7 +140,8 @@ class Bench:
             manifest = self.prepare(b.train_per_class)
             load_before, t0 = os.getloadavg()[0], time.perf_counter()
             cakd(["distill", *self.base, "-S", f"data.train_per_class={b.train_per_class}",
-                  "-S", f"student.model={pair.student}", *kwargs_overrides("student", pair.student_kwargs),
+                  "-S", f"students.bench={json.dumps({'model': pair.student, 'kwargs': pair.student_kwargs})}",
+                  "--student", "bench",
                   "-S", f"train.epochs={b.epochs}", "-S", f"distill.epochs={b.epochs}", "-S", f"seed={seed}",
                   "--method", method,
                   "--data", str(manifest), "--teacher", str(teacher), "--out", str(out), "--resume"],
@@ -235,7 +236,7 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (train.threads)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (runtime.threads)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data-root", type=Path, default=Path("~/.cache/cakd/cifar10-jpg"))
@@ -276,7 +277,7 @@ def main() -> None:
         "budget": {"name": args.budget, **asdict(budget)}, "seeds": args.seeds, "threads": args.threads,
         "jobs": args.jobs,
         "pairs": {name: asdict(PAIRS[name]) for name in args.pairs},
-        "recipe": {"train": recipe.train.model_dump(exclude={"epochs", "threads"}),
+        "recipe": {"train": recipe.train.model_dump(exclude={"epochs"}),
                    "distill": recipe.distill.model_dump(),
                    "augment": recipe.data.model_dump(include={"augment", "mixup", "cutmix", "label_smoothing"})},
         "wall_seconds": {"teachers": teachers_done - start, "students": time.perf_counter() - teachers_done,

@@ -96,7 +96,7 @@ def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Pa
                                      atol=cfg.atol, fp16=need_fp16, fp16_atol=cfg.fp16_atol)
         report["int8"] = SKIPPED_INT8
         if need_int8:
-            loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+            loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.runtime.num_workers)
             report["int8"] = export_int8(onnx_path, variant_path(onnx_path, "int8"),
                                          spread_sample(train_ds, cfg.calib_images), loader,
                                          max_accuracy_drop=cfg.max_accuracy_drop,
@@ -149,7 +149,7 @@ def _bench_context(params: Params, manifest: Path | None, work: Path) -> Context
     if manifest is not None:
         data = load_manifest(manifest)
         train_ds, test_ds = build_datasets(params.data, data, params.seed, train_augment=False)
-        ctx.loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.data.num_workers)
+        ctx.loader = DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.runtime.num_workers)
         ctx.parity_images = spread_sample(test_ds, params.export.parity_images)
         ctx.calib_images = spread_sample(train_ds, params.export.calib_images)
         ctx.num_classes = data["num_classes"]

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import layout
 from pipeline.errors import CakdError
 from pipeline.params import KnownNames, Params, load_params
 
@@ -22,7 +23,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-S", help="override: key.path=value")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from out/checkpoint.pt if it fits")]
-DATA = Path("artifacts/data/manifest.json")
+StudentOption = Annotated[str | None, typer.Option("--student", help="which of params.yaml's students "
+                                                   "(default: the first)")]
+MetricsOption = Annotated[Path | None, typer.Option("--metrics", help="where the run's metrics JSON goes "
+                                                    "(default: OUT/metrics.json)")]
+DATA = layout.MANIFEST
 
 
 def _print_version(value: bool) -> None:
@@ -40,16 +45,18 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
 
 
 def known_names() -> KnownNames:
-    """The names params.yaml may use, from their owners: models, distillation methods, data sources."""
+    """The names params.yaml may use, from their owners: models, distillation methods, data sources, runtimes."""
+    from export.runtimes import RUNTIMES
     from pipeline.data import available_sources
     from pipeline.distill import METHODS
     from pipeline.models import available_models
 
-    return {"models": available_models(), "methods": list(METHODS), "datasets": available_sources()}
+    return {"models": available_models(), "methods": list(METHODS), "datasets": available_sources(),
+            "runtimes": list(RUNTIMES)}
 
 
-def _params(path: Path, overrides: list[str] | None) -> Params:
-    return load_params(path, overrides or [], known_names())
+def _params(path: Path, overrides: list[str] | None, student: str | None = None) -> Params:
+    return load_params(path, overrides or [], known_names(), student)
 
 
 @app.command()
@@ -63,36 +70,50 @@ def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
 
 @app.command("train-teacher")
 def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
-                  data: Path = DATA, out: Path = Path("artifacts/teacher"), resume: ResumeOption = False) -> None:
+                  data: Path = DATA, out: Path = layout.TEACHER_DIR, metrics: MetricsOption = None,
+                  resume: ResumeOption = False) -> None:
     """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
     from pipeline.stages import train as stage
 
-    stage.run("teacher", _params(params, set_), data, out, resume=resume)
+    stage.run("teacher", _params(params, set_), data, out, resume=resume, metrics_path=metrics or out / "metrics.json")
 
 
 @app.command()
-def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
-            teacher: Path = Path("artifacts/teacher/model.pt"), out: Path = Path("artifacts/student"),
+def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+            data: Path = DATA, teacher: Path = layout.TEACHER_MODEL,
+            out: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/distill "
+                                                     "(baseline with --method ce)")] = None,
             method: Annotated[str | None, typer.Option(help="override distill.method")] = None,
-            resume: ResumeOption = False) -> None:
+            metrics: MetricsOption = None, resume: ResumeOption = False) -> None:
     """Distill the teacher into the student (method 'ce' trains the student alone: the baseline)."""
     from pipeline.stages import train as stage
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
-    stage.run("student", _params(params, overrides), data, out, teacher, resume=resume)
+    cfg = _params(params, overrides, student)
+    out = out or layout.student_dir(cfg.student_name, "baseline" if method == "ce" else "distill")
+    stage.run("student", cfg, data, out, teacher, resume=resume, metrics_path=metrics or out / "metrics.json")
 
 
 @app.command()
-def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
-             teacher: Path = Path("artifacts/teacher/model.pt"), baseline: Path = Path("artifacts/baseline/model.pt"),
-             student: Path = Path("artifacts/student/model.pt"),
-             extras: Annotated[Path | None, typer.Option(help="the student run's extras.pt: its FBT assistant "
+def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+             data: Path = DATA, teacher: Path = layout.TEACHER_MODEL,
+             baseline: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/baseline/"
+                                                           "model.pt")] = None,
+             distilled: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/distill/"
+                                                            "model.pt")] = None,
+             extras: Annotated[Path | None, typer.Option(help="the distill run's extras.pt: its FBT assistant "
                                                          "is evaluated too")] = None,
-             out: Path = Path("artifacts/eval")) -> None:
+             out: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/eval")] = None,
+             metrics: MetricsOption = None) -> None:
     """Top-1/top-5, per-class accuracy, calibration and confusion matrices; the gain over the baseline."""
     from pipeline.stages import evaluate as stage
 
-    stage.run(_params(params, set_), data, teacher, baseline, student, extras, out)
+    cfg = _params(params, set_, student)
+    name = cfg.student_name
+    out = out or layout.student_dir(name, "eval")
+    stage.run(cfg, data, teacher, baseline or layout.student_dir(name, "baseline") / "model.pt",
+              distilled or layout.student_dir(name, "distill") / "model.pt", extras, out,
+              metrics or out / "metrics.json")
 
 
 class ExportFormat(str, Enum):
@@ -101,8 +122,11 @@ class ExportFormat(str, Enum):
 
 
 @app.command()
-def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
-           checkpoint: Path = Path("artifacts/student/model.pt"), out: Path = Path("artifacts/export"),
+def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+           data: Path = DATA,
+           checkpoint: Annotated[Path | None, typer.Option(help="default: the student's distilled model.pt")]
+           = None,
+           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME")] = None,
            format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (TensorRT engine)")]
            = ExportFormat.onnx,
            fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="also an FP16 ONNX "
@@ -114,9 +138,10 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, d
     """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
     from export.commands import export_command
 
-    cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []))
-    export_command(cfg, checkpoint, data, out, format_.value, cfg.export.fp16 if fp16 is None else fp16,
-                   cfg.export.int8 if int8 is None else int8)
+    cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []), student)
+    checkpoint = checkpoint or layout.student_dir(cfg.student_name, "distill") / "model.pt"
+    export_command(cfg, checkpoint, data, out or layout.export_dir(cfg.student_name), format_.value,
+                   cfg.export.fp16 if fp16 is None else fp16, cfg.export.int8 if int8 is None else int8)
 
 
 @app.command("bench-latency")
@@ -139,14 +164,16 @@ def bench_latency(models: Annotated[list[str], typer.Argument(
 
 
 @app.command()
-def summary(eval_: Annotated[Path, typer.Option("--eval")] = Path("artifacts/eval/metrics.json"),
-            export_: Annotated[Path, typer.Option("--export")] = Path("artifacts/export/export.json"),
-            bench: Path = Path("artifacts/bench/bench.json"), teacher: Path = Path("artifacts/teacher/model.pt"),
-            student: Path = Path("artifacts/student/model.pt"), out: Path = Path("artifacts/summary.json")) -> None:
-    """The pipeline's closing table: accuracies and gain, ONNX parity, INT8 accuracy, latency."""
+def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
+            reports: Annotated[Path, typer.Option(help="reports/ folder: teacher.json, students/NAME/eval.json")]
+            = layout.REPORTS,
+            exports: Annotated[Path, typer.Option(help="folder of the export/NAME folders")] = layout.EXPORTS,
+            bench: Path = layout.BENCH_JSON, out: Path = layout.SUMMARY) -> None:
+    """The pipeline's closing table: per student accuracy, gain, parity and INT8; what to deploy per runtime."""
     from pipeline.stages import summary as stage
 
-    stage.run(eval_, export_, bench, teacher, student, out)
+    students = {name: student.model for name, student in _params(params, set_).students.items()}
+    stage.run(students, reports, exports, bench, out)
 
 
 def main() -> None:

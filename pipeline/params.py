@@ -5,11 +5,13 @@ A bad file ends in one line naming the key path and what is allowed (``CakdError
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from pipeline.errors import CakdError
 
@@ -45,7 +47,6 @@ class DataParams(Section):
     cutmix: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     on_corrupt: Literal["error", "skip"] = "error"
-    num_workers: int = Field(0, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -85,7 +86,6 @@ class TrainParams(Section):
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float = Field(0.0, ge=0)
     amp: Literal["auto", "off"] = "auto"  # auto = bf16/fp16 autocast when CUDA is present
-    threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
 
 
 class KDParams(Section):
@@ -194,24 +194,59 @@ class BenchParams(Section):
 
     @field_validator("runtimes")
     @classmethod
-    def _known_runtimes(cls, names: list[str]) -> list[str]:
-        from export.runtimes import RUNTIMES
+    def _known_runtimes(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        return [_known(name, info, "runtimes", "runtime") for name in names]
 
-        unknown = [n for n in names if n not in RUNTIMES]
-        if unknown:
-            raise ValueError(f"unknown runtime '{unknown[0]}'; available: {', '.join(RUNTIMES)}")
-        return names
+
+class RuntimeParams(Section):
+    """How a run uses this machine, never what it computes: no DVC stage lists it, no fingerprint hashes it,
+    so changing it re-runs nothing and a checkpoint still resumes."""
+
+    threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+
+
+STUDENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+RESERVED_LABELS = {"teacher"}  # artifacts/export/teacher is the teacher's export
 
 
 class Params(Section):
     seed: int = Field(0, ge=0)
     data: DataParams = Field(default_factory=DataParams)
     teacher: ModelParams
-    student: ModelParams
+    students: dict[str, ModelParams]  # NAME -> student; each gets its own baseline, distill, eval, export
     train: TrainParams = Field(default_factory=TrainParams)
     distill: DistillParams = Field(default_factory=DistillParams)
     export: ExportParams = Field(default_factory=ExportParams)
     bench: BenchParams = Field(default_factory=BenchParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    _student_name: str | None = PrivateAttr(None)
+
+    @field_validator("students")
+    @classmethod
+    def _usable_names(cls, students: dict[str, ModelParams]) -> dict[str, ModelParams]:
+        if not students:
+            raise ValueError("name at least one student")
+        for name in students:
+            if not STUDENT_NAME.match(name) or name in RESERVED_LABELS:
+                raise ValueError(f"student name '{name}' must be letters, digits, '-' or '_' and not "
+                                 f"{'/'.join(sorted(RESERVED_LABELS))} (it names folders)")
+        return students
+
+    @property
+    def student_name(self) -> str:
+        """The student this command works on: ``--student NAME``, else the first in params.yaml."""
+        return self._student_name or next(iter(self.students))
+
+    @property
+    def student(self) -> ModelParams:
+        return self.students[self.student_name]
+
+    def select_student(self, name: str | None) -> Params:
+        if name is not None and name not in self.students:
+            raise CakdError(f"unknown student '{name}'; params.yaml names: {', '.join(self.students)}")
+        self._student_name = name
+        return self
 
 
 def apply_override(tree: dict, assignment: str) -> None:
@@ -248,8 +283,9 @@ def _format_error(err: ValidationError) -> str:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None,
-                known: KnownNames | None = None) -> Params:
-    """The validated params; ``known`` holds the names the owners accept (see ``KnownNames``)."""
+                known: KnownNames | None = None, student: str | None = None) -> Params:
+    """The validated params; ``known`` holds the names the owners accept (see ``KnownNames``), ``student``
+    selects ``cfg.student`` (default: the first of ``students``)."""
     path = Path(path)
     if not path.is_file():
         raise CakdError(f"params file not found: {path}")
@@ -262,11 +298,12 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     for assignment in overrides or []:
         apply_override(tree, assignment)
     try:
-        return Params.model_validate(tree, context=known)
+        params = Params.model_validate(tree, context=known)
     except ValidationError as err:
         culprit = _override_at(overrides or [], err.errors()[0]["loc"])
         where = f"override -S {culprit}" if culprit else f"params in {path}"
         raise CakdError(f"invalid {where}: {_format_error(err)}") from None
+    return params.select_student(student)
 
 
 def _override_at(overrides: list[str], loc: tuple) -> str | None:

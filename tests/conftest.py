@@ -18,18 +18,23 @@ TINY_VIT = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 
 
 def tiny_params(**sections: dict) -> dict:
+    """A tiny params.yaml tree; ``student={...}`` is short for a single student named ``student``."""
+    if "student" in sections:
+        sections["students"] = {"student": sections.pop("student")}
     params = {
         "seed": 0,
         "data": {"name": "digits", "img_size": 16, "train_per_class": 20, "test_per_class": 10},
         "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT},
-        "student": {"model": "mobilenetv2_050"},
-        "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "threads": 1},
+        "students": {"student": {"model": "mobilenetv2_050"}},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0},
         "distill": {"method": "kd", "epochs": None, "lr": None},
         "export": {"calib_images": 32, "parity_images": 32},
         "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1},
+        "runtime": {"threads": 1},
     }
-    for name, values in sections.items():
-        params[name] = {**params.get(name, {}), **values} if isinstance(values, dict) else values
+    for name, values in sections.items():  # sections merge into the defaults; the students list replaces them
+        merge = isinstance(values, dict) and name != "students"
+        params[name] = {**params.get(name, {}), **values} if merge else values
     return params
 
 

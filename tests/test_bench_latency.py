@@ -32,7 +32,7 @@ IMG = 16
 TINY_VIT = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 PARAMS = {
     "data": {"name": "digits", "img_size": IMG, "train_per_class": 20, "test_per_class": 5},
-    "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT}, "student": {"model": "resnet10t"},
+    "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT}, "students": {"student": {"model": "resnet10t"}},
     "export": {"parity_images": 16, "calib_images": 32},
     "bench": {"batch_sizes": [2, 1], "warmup": 1, "runs": 4, "rounds": 3, "threads": 1,
               "runtimes": ["torch", "onnxruntime", "openvino", "tensorrt"]},

@@ -1,5 +1,10 @@
-"""`dvc repro` end to end on a tiny setting: runs, is a no-op the second time, re-runs only what a
-param change touches, resumes a killed distillation, and stops cleanly on bad input."""
+"""`dvc repro` end to end on a tiny setting shaped like the default (two students of two families, one
+teacher): runs, is a no-op the second time, re-runs only what a param change touches, keeps its metrics in
+every experiment (run directly or queued), resumes a killed distillation, and stops cleanly on bad input.
+
+The expensive part, one run of the whole pipeline, is shared by the tests of this module (``repo``); tests
+that change params commit their change, so each test sees a committed, fully run repository.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_params, write_params
+from tests.conftest import TINY_VIT, run_cakd, tiny_params, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "train_teacher", "baseline", "distill", "evaluate", "export", "bench", "summary"]
+NAMES = ["deit", "mobilenet"]  # the default students' names: dvc.yaml's bench stage lists them
+PER_STUDENT = ["baseline", "distill", "evaluate", "export"]
+STAGES = (["prepare", "train_teacher"] + [f"{s}@{n}" for s in PER_STUDENT for n in NAMES]
+          + ["export_teacher", "bench", "summary"])
+GIT = ["git", "-c", "user.name=cakd", "-c", "user.email=cakd@localhost"]
 
 
-def dvc(project: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def dvc(project: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -30,7 +39,12 @@ def dvc(project: Path, *args: str, check: bool = True, timeout: float = 600) -> 
 
 
 def ran(proc: subprocess.CompletedProcess) -> list[str]:
-    return [s for s in STAGES if f"Running stage '{s}'" in proc.stdout]
+    return sorted(s for s in STAGES if f"Running stage '{s}'" in proc.stdout)
+
+
+def commit(project: Path, message: str) -> None:
+    subprocess.run([*GIT, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-qm", message, "--allow-empty"], cwd=project, check=True)
 
 
 def edit_params(project: Path, **changes: dict) -> None:
@@ -40,85 +54,191 @@ def edit_params(project: Path, **changes: dict) -> None:
     write_params(project / "params.yaml", params)
 
 
-@pytest.fixture
-def dvc_project(tmp_path: Path) -> Path:
-    """A copy of this repository's pipeline (dvc.yaml + code) with a tiny params.yaml, in its own git repo."""
-    project = tmp_path / "project"
+def new_project(root: Path) -> Path:
+    """A copy of this repository's pipeline (dvc.yaml + code) with tiny params, in its own git repo."""
+    project = root / "project"
     project.mkdir()
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     for package in ("pipeline", "export"):
         shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".gitignore", project / ".gitignore")
     write_params(project / "params.yaml", tiny_params(
-        student={"model": "deit_tiny_patch16_224", "kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2}},
+        students={"deit": {"model": "deit_tiny_patch16_224", "kwargs": TINY_VIT},
+                  "mobilenet": {"model": "mobilenetv2_050"}},
         teacher={"model": "resnet10t", "kwargs": {}},
         distill={"method": "fbt"},
-        train={"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "threads": 1}))
+        export={"max_accuracy_drop": 100.0},  # 100 test images: the INT8 gate is not what is tested here
+        bench={"batch_sizes": [1], "warmup": 1, "runs": 3, "threads": 1}))
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     dvc(project, "init", "-q")
     dvc(project, "config", "core.analytics", "false")
-    git = ["git", "-c", "user.name=cakd", "-c", "user.email=cakd@localhost"]
-    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
-    subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=project, check=True)
+    commit(project, "pipeline")
     return project
 
 
-def test_repro_runs_all_stages_then_nothing_then_only_what_changed(dvc_project: Path) -> None:
-    first = dvc(dvc_project, "repro")
-    assert ran(first) == STAGES
-    assert "distilled student top-1" in first.stdout + first.stderr  # the closing summary table
-    summary = json.loads((dvc_project / "artifacts/summary.json").read_text())
-    assert summary["onnx_top1_agreement"] == 1.0 and summary["onnx_max_abs_diff"] <= 1e-4
-    assert (dvc_project / "artifacts/export/model.onnx").is_file()
-    evaluation = json.loads((dvc_project / "artifacts/eval/metrics.json").read_text())
-    assert {"teacher", "baseline", "student", "assistant"} <= set(evaluation)
-    assert evaluation["gain_over_baseline"] == pytest.approx(
-        evaluation["student"]["top1"] - evaluation["baseline"]["top1"], abs=1e-3)
-    assert all((dvc_project / f"artifacts/eval/confusion_{m}.png").stat().st_size > 1000
-               for m in ("teacher", "baseline", "student", "assistant"))
-    assert (dvc_project / "artifacts/bench/pareto.png").is_file()
-
-    again = dvc(dvc_project, "repro")
-    assert ran(again) == []
-
-    edit_params(dvc_project, distill={"method": "kd"})
-    changed = dvc(dvc_project, "repro")
-    assert ran(changed) == ["distill", "evaluate", "export", "bench", "summary"]
-    metrics = dvc(dvc_project, "metrics", "show", "--json")
-    assert "gain_over_baseline" in metrics.stdout
-
-    # A parity gate that cannot pass stops the pipeline at export, leaving no ONNX behind.
-    edit_params(dvc_project, export={"atol": 1e-30})
-    failed = dvc(dvc_project, "repro", check=False)
-    assert failed.returncode != 0
-    assert "parity" in (failed.stdout + failed.stderr).lower()
-    assert not (dvc_project / "artifacts/export/model.onnx").exists()
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny project run through the whole pipeline and committed (with dvc.lock and reports/)."""
+    project = new_project(tmp_path_factory.mktemp("dvc"))
+    first = dvc(project, "repro")
+    commit(project, "run")
+    return project, first
 
 
-def test_killed_distill_resumes_on_the_next_repro(dvc_project: Path) -> None:
-    edit_params(dvc_project, train={"epochs": 4})
-    dvc(dvc_project, "repro", "baseline", "train_teacher")
+def test_repro_runs_every_stage_per_student_then_nothing(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    project, first = repo
+    assert ran(first) == sorted(STAGES)
+    for name in NAMES:
+        evaluation = json.loads((project / f"reports/students/{name}/eval.json").read_text())
+        assert evaluation["gain_over_baseline"] == pytest.approx(
+            evaluation["student"]["top1"] - evaluation["baseline"]["top1"], abs=1e-3)
+        assert (project / f"artifacts/students/{name}/eval/confusion_student.png").stat().st_size > 1000
+        assert json.loads((project / f"artifacts/export/{name}/export.json").read_text())["onnx"]["top1_agreement"] == 1
+    assert "assistant" in json.loads((project / "reports/students/deit/eval.json").read_text())  # FBT
+    assert (project / "artifacts/export/teacher/model.onnx").is_file()
+
+    summary = json.loads((project / "reports/summary.json").read_text())
+    assert set(summary["students"]) == set(NAMES)
+    assert all(s["onnx_max_abs_diff"] <= 1e-4 and s["latency_ms"] for s in summary["students"].values())
+    bench = json.loads((project / "artifacts/bench/bench.json").read_text())
+    assert {row["model"] for row in bench["rows"]} == {"teacher", *NAMES}
+    lines = [line for line in (first.stdout + first.stderr).splitlines() if line.startswith("deploy ")]
+    assert len(lines) == len(bench["picks"]) >= 1 and lines == summary["deploy_lines"]
+    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=project, capture_output=True, text=True).stdout
+    assert set(tracked.split()) == {"reports/teacher.json", "reports/summary.json",  # git holds every report
+                                    *(f"reports/students/{n}/{r}.json" for n in NAMES
+                                      for r in ("baseline", "distill", "eval"))}
+    assert ran(dvc(project, "repro")) == []
+
+
+def test_bench_lists_the_teacher_and_every_student_of_params_yaml() -> None:
+    """dvc.yaml's bench command names one LABEL=FOLDER per export: it must follow params.yaml's students."""
+    bench = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["bench"]["cmd"]
+    items = {word.split("=")[0]: word.split("=")[1] for word in bench.split() if "=" in word}
+    assert items == {name: f"artifacts/export/{name}" for name in ["teacher", *NAMES]}
+    assert list(yaml.safe_load((ROOT / "params.yaml").read_text())["students"]) == NAMES
+
+
+def test_changing_one_student_reruns_only_its_stages(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    project, _ = repo
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["students"]["mobilenet"]["kwargs"] = {"drop_rate": 0.1}
+    write_params(project / "params.yaml", params)
+    changed = dvc(project, "repro")
+    assert ran(changed) == sorted([f"{s}@mobilenet" for s in PER_STUDENT] + ["bench", "summary"])
+    commit(project, "mobilenet with dropout")
+
+
+def test_runtime_settings_rerun_nothing(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    project, _ = repo
+    edit_params(project, runtime={"threads": 2, "num_workers": 1})
+    assert ran(dvc(project, "repro")) == []
+    commit(project, "runtime settings")
+
+
+def test_runtime_settings_keep_the_checkpoint_resumable(project: Path) -> None:
+    args = ["distill", "--method", "ce", "--out", "run", "--resume"]
+    run_cakd(*args, cwd=project, check=True)
+    again = run_cakd(*args, "-S", "runtime.threads=2", "-S", "runtime.num_workers=1", cwd=project, check=True)
+    assert "resuming ce from epoch 2/2" in again.stderr
+    other = run_cakd(*args, "-S", "train.lr=0.01", cwd=project, check=True)
+    assert "made with other settings or inputs: starting over" in other.stderr
+
+
+def exp_metrics(project: Path) -> dict[str, dict]:
+    """Experiment name -> its reports/summary.json as `dvc exp show --json` gives it."""
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    found = {}
+    for commit_entry in shown:
+        for exp in commit_entry.get("experiments") or []:
+            for revision in exp["revs"]:
+                metrics = revision["data"].get("metrics", {}).get("reports/summary.json", {})
+                found[revision["name"]] = metrics.get("data")
+    return found
+
+
+def assert_compared(summary: dict | None) -> None:
+    """Accuracy, gain, parity and latency of every student are in the experiment."""
+    assert summary is not None
+    for name in NAMES:
+        student = summary["students"][name]
+        assert student["distilled_top1"] is not None and student["gain"] is not None
+        assert student["onnx_top1_agreement"] == 1 and student["latency_ms"]
+
+
+def test_experiments_show_their_metrics(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    project, _ = repo
+    for method in ("kd", "ce"):
+        dvc(project, "exp", "run", "-n", f"exp-{method}", "-S", f"distill.method={method}")
+    found = exp_metrics(project)
+    assert {"exp-kd", "exp-ce"} <= set(found)
+    for name in ("exp-kd", "exp-ce"):
+        assert_compared(found[name])
+    assert found["exp-ce"]["students"]["deit"]["assistant_top1"] is None  # ce has no assistant: really re-run
+    commit(project, "ce")  # the workspace holds the last experiment
+
+
+def test_queued_experiments_run_side_by_side(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    project, _ = repo
+    for rate in (1, 2):  # one student changes: each experiment re-runs its stages, the bench and the summary
+        dvc(project, "exp", "run", "--queue", "-n", f"queued-{rate}",
+            "-S", f"students.mobilenet.kwargs.drop_rate=0.{rate}")
+    # The workers outlive `dvc queue start` and would hold captured pipes open: give them none.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, check=True, timeout=120,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = dvc(project, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    dvc(project, "queue", "stop")
+    assert "Failed" not in status and status.count("Success") == 2, status
+    found = exp_metrics(project)
+    for name in ("queued-1", "queued-2"):
+        assert_compared(found.get(name))
+
+
+def test_a_failed_parity_gate_stops_the_pipeline_at_export(repo: tuple[Path, subprocess.CompletedProcess]
+                                                           ) -> None:
+    project, _ = repo
+    edit_params(project, export={"atol": 1e-30})
+    failed = dvc(project, "repro", check=False)
+    assert failed.returncode != 0 and "parity" in (failed.stdout + failed.stderr).lower()
+    assert not {"bench", "summary"} & set(ran(failed))
+    stopped = [stage for stage in ran(failed) if stage.startswith("export")]
+    assert stopped and not any((project / f"artifacts/export/{stage.partition('@')[2] or 'teacher'}/model.onnx"
+                                ).exists() for stage in stopped)
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+
+
+def test_killed_distill_resumes_on_the_next_repro(tmp_path: Path) -> None:
+    project = new_project(tmp_path)
+    edit_params(project, train={"epochs": 4})
+    dvc(project, "repro", "baseline@deit", "train_teacher")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(["dvc", "repro", "distill"], cwd=dvc_project, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(["dvc", "repro", "distill@deit"], cwd=project, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = dvc_project / "artifacts/student/checkpoint.pt"
+    ckpt = project / "artifacts/students/deit/distill/checkpoint.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the cakd process under it, mid-epoch 2
     proc.wait()
-    assert not (dvc_project / "artifacts/student/model.pt").exists()
+    assert not (project / "artifacts/students/deit/distill/model.pt").exists()
 
-    resumed = dvc(dvc_project, "repro")
+    resumed = dvc(project, "repro", "distill@deit")
     assert "resuming fbt from epoch" in resumed.stdout + resumed.stderr
-    metrics = json.loads((dvc_project / "artifacts/student/metrics.json").read_text())
+    metrics = json.loads((project / "reports/students/deit/distill.json").read_text())
     assert metrics["epochs"] == 4 and metrics["accuracy"] is not None
-    assert ran(dvc(dvc_project, "repro")) == []
+    assert ran(dvc(project, "repro", "distill@deit")) == []
 
 
-def test_a_typo_in_params_stops_the_pipeline_with_one_line(dvc_project: Path) -> None:
-    edit_params(dvc_project, train={"epochz": 3})
-    proc = dvc(dvc_project, "repro", check=False)
+def test_a_typo_in_params_stops_the_pipeline_with_one_line(tmp_path: Path) -> None:
+    project = new_project(tmp_path)
+    edit_params(project, train={"epochz": 3})
+    proc = dvc(project, "repro", check=False)
     assert proc.returncode != 0
     assert "cakd: error: invalid params in params.yaml: unknown key 'train.epochz'" in proc.stdout + proc.stderr
     assert ran(proc) == ["prepare"]  # the first stage already refuses the file
-    assert not (dvc_project / "artifacts/data/manifest.json").exists()
+    assert not (project / "artifacts/data/manifest.json").exists()

@@ -28,7 +28,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, Pat
     root = tmp_path_factory.mktemp("project")
     params = Params.model_validate({
         "data": {"name": "digits", "img_size": IMG, "train_per_class": 10, "test_per_class": 5},
-        "teacher": {"model": "resnet18"}, "student": {"model": "resnet10t"},
+        "teacher": {"model": "resnet18"}, "students": {"student": {"model": "resnet10t"}},
         "export": {"parity_images": 16, "calib_images": 16, "max_accuracy_drop": 100.0, "min_int8_agreement": 0.0,
                    "trt": {"precision": "fp16", "batch_sizes": [1, 8, 32], "workspace_mb": 256}},
     })

@@ -1,8 +1,9 @@
-"""``cakd evaluate``: test-set report for teacher, baseline student, distilled student and assistant.
+"""``cakd evaluate``: test-set report for one student: teacher, its baseline, the distilled student, the assistant.
 
-Writes ``metrics.json`` (what ``dvc metrics show`` reads: top-1/top-5/ECE per model and the
-distillation gain over the baseline), ``report.json`` (per-class accuracy, confusion matrices),
-``confusion_<model>.png`` and ``predictions.csv`` (the student's, for ``dvc plots`` confusion).
+Writes the metrics JSON (what ``dvc metrics show`` and ``dvc exp show`` read: top-1/top-5/ECE per model
+and the distillation gain over the baseline; the pipeline puts it under git-tracked ``reports/``), and
+into ``out_dir`` ``report.json`` (per-class accuracy, confusion matrices), ``confusion_<model>.png`` and
+``predictions.csv`` (the distilled student's, for ``dvc plots`` confusion).
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -
 
 
 def run(params: Params, manifest_path: Path, teacher: Path, baseline: Path, student: Path,
-        extras: Path | None, out_dir: Path) -> dict:
+        extras: Path | None, out_dir: Path, metrics_path: Path) -> dict:
     manifest = load_manifest(manifest_path)
     classes = [str(c) for c in manifest["classes"]]
     _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
-    loader = DataLoader(test_ds, batch_size=256, num_workers=params.data.num_workers)
+    loader = DataLoader(test_ds, batch_size=256, num_workers=params.runtime.num_workers)
 
     models: dict[str, nn.Module] = {"teacher": load_model(teacher), "baseline": load_model(baseline),
                                     "student": load_model(student)}
@@ -69,9 +70,10 @@ def run(params: Params, manifest_path: Path, teacher: Path, baseline: Path, stud
     metrics["gain_over_baseline"] = round(metrics["student"]["top1"] - metrics["baseline"]["top1"], 4)
     metrics["gap_to_teacher"] = round(metrics["teacher"]["top1"] - metrics["student"]["top1"], 4)
     write_json(out_dir / "report.json", report)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(metrics_path, metrics)
 
-    table = Table(title=f"test set: {manifest['counts']['test']} images, {len(classes)} classes")
+    table = Table(title=f"student {params.student_name} ({params.student.model}), test set: "
+                  f"{manifest['counts']['test']} images, {len(classes)} classes")
     for col in ("model", "top-1 %", "top-5 %", "ECE %"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for name in models:

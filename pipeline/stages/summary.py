@@ -1,85 +1,117 @@
-"""``cakd summary``: the last stage — one table a user reads after ``dvc repro``.
+"""``cakd summary``: the last stage — what a user reads after ``dvc repro`` to choose what to deploy.
 
-It only reads the reports the other stages wrote (evaluation, export, latency) and restates the
-numbers a deployment decision needs: accuracies and gain, ONNX parity, INT8 accuracy, and latency
-of the student against the teacher.
+It only reads the reports the other stages wrote (the teacher's metrics, each student's evaluation and
+export, the latency bench) and restates, per student, the numbers a deployment decision needs:
+baseline and distilled accuracy, the gain, ONNX parity and the INT8 outcome; then the teacher's source,
+and one line per runtime naming the pick of the bench. ``summary.json`` goes under git-tracked
+``reports/``, so ``dvc exp show`` lists every experiment's accuracy, gain, parity and latency.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
+from pipeline import layout
 from pipeline.fileio import read_json, write_json
 from pipeline.ui import console
 
 
-def _latency(rows: list[dict], checkpoint: str, runtime: str, precision: str = "fp32", batch: int = 1) -> float | None:
-    """p50 latency (ms) at ``batch`` on ``runtime`` of the model benchmarked from ``checkpoint`` (its ONNX
-    rows come from the export folder, so rows are matched by the model name the checkpoint's rows carry)."""
-    names = {row["model"] for row in rows if row["source"] == checkpoint}
-    for row in rows:
-        if (row["model"] in names and row["runtime"] == runtime and row["precision"] == precision
-                and row["batch_size"] == batch):
-            return row["p50_ms"]
-    return None
+def int8_outcome(int8: dict | None) -> str:
+    """The INT8 row of an export.json: accuracy and drop when accepted, the reason when not."""
+    if not int8:
+        return "INT8 not exported (export.int8: false)"
+    if int8["status"] == "ok":
+        return (f"INT8 top-1 {int8['top1']:.2f}% (drop {int8['drop']:.2f} points, "
+                f"{int8['agreement']:.1f}% agreement with FP32 on {int8['images']} images)")
+    return f"INT8 {int8['status']}: {int8['reason']}"
 
 
-def run(eval_path: Path, export_path: Path, bench_path: Path, teacher: Path, student: Path, out: Path) -> dict:
-    evaluation = read_json(eval_path, "evaluation metrics")
-    exported = read_json(export_path, "export report")
-    bench = read_json(bench_path, "latency report")
+def student_latency(rows: list[dict], label: str) -> dict[str, float]:
+    """p50 ms at batch 1 of ``label``'s artefacts that passed their checks, keyed ``runtime/precision``."""
+    return {f"{r['runtime']}/{r['precision']}": r["p50_ms"] for r in rows
+            if r["model"] == label and r["batch_size"] == 1 and r["status"] == "ok"}
+
+
+def deploy_line(pick: dict) -> str:
+    if pick.get("model") is None:
+        return f"deploy nothing on {pick['runtime']}: no artefact passed its checks within the budget"
+    return (f"deploy {pick['model']} {pick['precision']} on {pick['runtime']}: {pick['top1']:.2f}% at "
+            f"{pick['p50_ms']:.2f} ms (batch {pick['batch_size']})")
+
+
+def _export_entry(export: dict) -> dict:
+    int8 = export.get("int8")
+    return {"onnx_max_abs_diff": export["onnx"]["max_abs_diff"],
+            "onnx_top1_agreement": export["onnx"]["top1_agreement"],
+            "int8_status": int8["status"] if int8 else "off",
+            "int8_top1": int8.get("top1") if int8 else None,
+            "int8_drop": int8.get("drop") if int8 else None,
+            "int8": int8_outcome(int8)}
+
+
+def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict) -> dict:
+    """summary.json from the reports of the teacher and of ``students`` (name -> timm model), and the bench:
+    the teacher, each student and the per-runtime picks (keyed by runtime, so DVC flattens
+    them into columns)."""
+    teacher = read_json(reports / layout.TEACHER_REPORT.name, "teacher metrics")
     rows = bench["rows"]
-    onnx, int8 = exported["onnx"], exported.get("int8")
-    latency = {
-        "student_torch_ms": _latency(rows, str(student), "torch"),
-        "student_onnxruntime_ms": _latency(rows, str(student), "onnxruntime"),
-        "student_int8_ms": _latency(rows, str(student), "onnxruntime", "int8"),
-        "teacher_onnxruntime_ms": _latency(rows, str(teacher), "onnxruntime"),
-    }
-    speedup = (latency["teacher_onnxruntime_ms"] / latency["student_onnxruntime_ms"]
-               if latency["teacher_onnxruntime_ms"] and latency["student_onnxruntime_ms"] else None)
-    summary = {
-        "teacher_top1": evaluation["teacher"]["top1"],
-        "baseline_top1": evaluation["baseline"]["top1"],
-        "student_top1": evaluation["student"]["top1"],
-        "assistant_top1": evaluation.get("assistant", {}).get("top1"),
-        "gain_over_baseline": evaluation["gain_over_baseline"],
-        "onnx_max_abs_diff": onnx["max_abs_diff"],
-        "onnx_top1_agreement": onnx["top1_agreement"],
-        "int8_top1": int8["top1"] if int8 and int8["status"] == "ok" else None,
-        "int8_accuracy_drop": int8["drop"] if int8 and int8["status"] == "ok" else None,
-        **latency,
-        "student_speedup_over_teacher": speedup,
-    }
-    write_json(out, summary)
+    result = {"teacher": {"model": teacher["model"], "top1": teacher["accuracy"],
+                          "source": teacher.get("teacher_source"),
+                          **_export_entry(read_json(layout.export_dir("teacher", exports) / "export.json",
+                                                    "teacher export report")),
+                          "latency_ms": student_latency(rows, "teacher")},
+              "students": {}}
+    for name, model in students.items():
+        evaluation = read_json(layout.student_report(name, "eval", reports), f"evaluation of student {name}")
+        export = read_json(layout.export_dir(name, exports) / "export.json", f"export report of student {name}")
+        result["students"][name] = {
+            "model": model,
+            "baseline_top1": evaluation["baseline"]["top1"],
+            "distilled_top1": evaluation["student"]["top1"],
+            "assistant_top1": evaluation.get("assistant", {}).get("top1"),
+            "gain": evaluation["gain_over_baseline"],
+            **_export_entry(export),
+            "latency_ms": student_latency(rows, name),
+        }
+    result["deploy"] = {pick["runtime"]: {k: v for k, v in pick.items() if k != "runtime"}
+                        for pick in bench["picks"]}
+    result["deploy_lines"] = [deploy_line(pick) for pick in bench["picks"]]
+    return result
 
-    def ms(v: float | None) -> str:
-        return f"{v:.2f} ms" if v is not None else "n/a"
 
-    table = Table(title="cakd summary (test set; latency p50 at batch 1, "
-                  f"{bench['settings']['threads']} threads, {bench['system'].get('cpu', 'CPU')})")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("teacher top-1", f"{summary['teacher_top1']:.2f}%")
-    table.add_row("student alone (baseline) top-1", f"{summary['baseline_top1']:.2f}%")
-    table.add_row("distilled student top-1", f"{summary['student_top1']:.2f}%")
-    if summary["assistant_top1"] is not None:
-        table.add_row("fused assistant top-1", f"{summary['assistant_top1']:.2f}%")
-    table.add_row("gain over the student alone", f"{summary['gain_over_baseline']:+.2f} points")
-    table.add_row("ONNX parity (max |logit diff|, top-1 agreement)",
-                  f"{summary['onnx_max_abs_diff']:.1e}, {100 * summary['onnx_top1_agreement']:.1f}%")
-    if int8 and int8["status"] == "rejected":
-        table.add_row("INT8 ONNX", f"INT8 rejected: {int8['reason']}")
-    elif int8 and int8["status"] == "ok":
-        table.add_row("INT8 ONNX top-1 (drop)",
-                      f"{summary['int8_top1']:.2f}% (drop {summary['int8_accuracy_drop']:.2f} points)")
-    table.add_row("student latency: PyTorch / onnxruntime / INT8",
-                  f"{ms(latency['student_torch_ms'])} / {ms(latency['student_onnxruntime_ms'])} / "
-                  f"{ms(latency['student_int8_ms'])}")
-    table.add_row("teacher latency: onnxruntime", ms(latency["teacher_onnxruntime_ms"]))
-    if speedup is not None:
-        table.add_row("student speed-up over teacher (onnxruntime)", f"{speedup:.1f}x")
+def source_line(source: dict | None) -> str:
+    if not source:
+        return "source not recorded"
+    origin = "fine-tuned from" if source.get("fine_tuned") else "weights from"
+    where = source.get("file") or f"timm {source.get('timm_name')}"
+    digest = f", sha256 {source['sha256'][:12]}" if source.get("sha256") else ""
+    return f"{origin} {where}{digest}"
+
+
+def print_summary(summary: dict) -> None:
+    """The table of numbers, then plain lines (never wrapped, easy to grep): INT8 outcomes, teacher, picks."""
+    table = Table(title="cakd summary (test set; latency p50 at batch 1)")
+    for col in ("student", "baseline %", "distilled %", "gain", "ONNX parity", "p50 ms"):
+        table.add_column(col, justify="left" if col in ("student", "p50 ms") else "right")
+    for name, s in summary["students"].items():
+        latency = ", ".join(f"{k} {v:.2f}" for k, v in s["latency_ms"].items()) or "n/a"
+        table.add_row(escape(f"{name} ({s['model']})"), f"{s['baseline_top1']:.2f}", f"{s['distilled_top1']:.2f}",
+                      f"{s['gain']:+.2f}", f"{s['onnx_max_abs_diff']:.1e}, {100 * s['onnx_top1_agreement']:.0f}%",
+                      latency)
     console.print(table)
+    for name, s in summary["students"].items():
+        console.print(escape(f"{name}: {s['int8']}"))
+    t = summary["teacher"]
+    console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"))
+    for line in summary["deploy_lines"]:
+        console.print(escape(line))
+
+
+def run(students: dict[str, str], reports: Path, exports: Path, bench_path: Path, out: Path) -> dict:
+    summary = collect(students, reports, exports, read_json(bench_path, "latency report"))
+    write_json(out, summary)
+    print_summary(summary)
     return summary

@@ -63,11 +63,12 @@ def teacher_for(plan: Plan, teacher_path: Path | None) -> StagedModel | None:
 
 
 def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_path: Path | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, metrics_path: Path | None = None) -> dict:
+    """Train ``role`` into ``out_dir``; its metrics JSON goes to ``metrics_path`` (default out_dir/metrics.json)."""
     plan = plan_for(role, params)
     manifest = load_manifest(manifest_path)
     teacher = teacher_for(plan, teacher_path)
-    runtime = init_runtime(params.train.threads)
+    runtime = init_runtime(params.runtime.threads)
     try:
         train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
         seed_everything(params.seed)
@@ -82,13 +83,13 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
                              file_hash(teacher_path) if teacher is not None else None)
         result = fit(distiller, train_ds, test_ds, params.train, out_dir, runtime, seed=params.seed,
                      fingerprint=run_id, resume=resume, epochs=plan.epochs, lr=plan.lr,
-                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.data.num_workers,
+                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.runtime.num_workers,
                      role=role, label=plan.label)
         summary = summarise(plan, params, result, distiller, source, runtime)
         if runtime.is_main:
             if role == "student":
                 distiller.save_extras(out_dir / "extras.pt")
-            write_json(out_dir / "metrics.json", summary)
+            write_json(metrics_path or out_dir / "metrics.json", summary)
             prefix = f"{plan.label}: " if plan.label != role else ""
             console.print(f"{prefix}{role} {plan.section.model} test top-1 {summary['accuracy']:.2f}% "
                           f"-> {out_dir / 'model.pt'}")

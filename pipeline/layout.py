@@ -1,0 +1,38 @@
+"""Where the pipeline's files live: one place for the paths dvc.yaml spells out and the CLI defaults to.
+
+Models and other large outputs go under ``artifacts/`` (git-ignored, cached by DVC); the small JSON
+reports that experiments compare go under ``reports/`` (tracked by git, so every ``dvc exp`` commit
+holds them and ``dvc exp show`` can list them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+ARTIFACTS = Path("artifacts")
+REPORTS = Path("reports")
+MANIFEST = ARTIFACTS / "data" / "manifest.json"
+TEACHER_DIR = ARTIFACTS / "teacher"
+TEACHER_MODEL = TEACHER_DIR / "model.pt"
+TEACHER_REPORT = REPORTS / "teacher.json"
+EXPORTS = ARTIFACTS / "export"
+BENCH_JSON = ARTIFACTS / "bench" / "bench.json"
+SUMMARY = REPORTS / "summary.json"
+
+StudentRun = Literal["baseline", "distill", "eval"]
+
+
+def student_dir(name: str, run: StudentRun) -> Path:
+    """``artifacts/students/<name>/<run>``: the student's baseline, distilled model or evaluation."""
+    return ARTIFACTS / "students" / name / run
+
+
+def student_report(name: str, run: StudentRun, reports: Path = REPORTS) -> Path:
+    """``reports/students/<name>/<run>.json``: the git-tracked metrics of that run."""
+    return reports / "students" / name / f"{run}.json"
+
+
+def export_dir(label: str, exports: Path = EXPORTS) -> Path:
+    """``artifacts/export/<label>``: ``cakd export`` output (with ``export.json``) of a student or the teacher."""
+    return exports / label
