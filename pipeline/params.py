@@ -166,7 +166,7 @@ class TRTParams(Section):
 
 class ExportParams(Section):
     opset: int = Field(18, ge=13)
-    atol: float = Field(1e-4, gt=0)  # FP32 parity: max |logit diff| vs PyTorch
+    atol: float = Field(1e-4, gt=0)  # FP32 parity: max |logit diff| vs PyTorch, per unit of max(1, max |logit|)
     fp16: bool = False
     fp16_atol: float = Field(5e-2, gt=0)
     int8: bool = True
