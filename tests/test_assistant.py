@@ -162,3 +162,28 @@ def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
     student.stage_shapes[2] = StageShape("tokens", 64, (3, 3))
     with pytest.raises(CakdError, match=r"cannot fuse teacher convnext_atto -> student mixer_s16_224: .*fails"):
         build_fused_assistant(teacher, student)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_model_feature_is_a_global_average_of_its_last_stage(name: str) -> None:
+    """What InfoNCE aligns must be spatially agnostic: the feature of a ViT is the mean of its patch
+    tokens (not its class token), and permuting the last stage's positions leaves every feature as it is."""
+    model = tiny(name).eval()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        out = model.forward_all(x)
+        last, shape = out.stage_outputs[3], model.stage_shapes[3]
+        if shape.layout == "nchw":
+            perm = last.flatten(2)[..., torch.randperm(last.shape[2] * last.shape[3])].view_as(last)
+        elif shape.layout == "nhwc":
+            perm = last.flatten(1, 2)[:, torch.randperm(last.shape[1] * last.shape[2])].view_as(last)
+        else:
+            n = shape.num_prefix_tokens
+            perm = torch.cat([last[:, :n], last[:, n:][:, torch.randperm(last.shape[1] - n)]], dim=1)
+        feature, logits = model.head(perm)
+    torch.testing.assert_close(feature, out.feature, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-4, atol=1e-5)
+    if name.startswith(("vit", "deit")):
+        normed = model.head.norm(last)
+        torch.testing.assert_close(out.feature, normed[:, shape.num_prefix_tokens:].mean(dim=1))
+        assert not torch.allclose(out.feature, normed[:, 0])  # not the class token
