@@ -83,10 +83,13 @@ class FitNetParams(Section):
 
 
 class OFAParams(Section):
-    eps: float = Field(1.5, gt=0)  # target enhancement exponent (>1 up-weights the true class)
+    """Defaults are OFAKD's (github Hao840/OFAKD train.py:82-92, README CIFAR example): see distill/ofa.py."""
+
+    eps: float = Field(1.0, gt=0)  # target enhancement exponent (>1 up-weights the true class)
     temperature: float = Field(1.0, gt=0)
-    weight: float = Field(1.0, ge=0)
-    stages: list[int] = Field(default_factory=lambda: [1, 2, 3])  # stages with a logit-space projector
+    weight: float = Field(1.0, ge=0)  # of the stage projectors' OFA losses (--ofa-loss-weight)
+    logits_weight: float = Field(1.0, ge=0)  # of the OFA loss on the student's logits (--kd-loss-weight)
+    stages: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])  # 1-based stages with a projector
 
 
 class FBTParams(Section):

@@ -31,7 +31,7 @@ PAIRS = [("vit_tiny_patch16_224", "mobilenetv2_050"), ("convnext_atto", "deit_ti
          ("swin_tiny_patch4_window7_224", "resmlp_12_224")]
 EXPECTED_LOSSES = {
     "ce": {"ce"}, "kd": {"ce", "kd"}, "dkd": {"ce", "dkd"}, "fitnet": {"ce", "fitnet"},
-    "ofa": {"ce", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_logits"},
+    "ofa": {"ce", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_stage4", "ofa_logits"},
     "fbt": {"ce_student", "ce_assistant", "nce_ts", "ofa_ts", "nce_tf", "ofa_tf", "nce_fs", "ofa_fs"},
 }
 
@@ -137,8 +137,38 @@ def test_fitnet_matches_resized_projected_student_map_to_teacher_map() -> None:
 
 def test_ofa_stages_are_validated() -> None:
     cfg = DistillParams(method="ofa", ofa={"stages": [0, 4]})
-    with pytest.raises(CakdError, match="0-based stage indices in 0..3"):
+    with pytest.raises(CakdError, match="1-based stage numbers in 1..4"):
         build_distiller("ofa", tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224"), cfg)
+
+
+def test_ofa_defaults_and_projectors_are_ofakd() -> None:
+    """OFAKD (Hao840/OFAKD): stages 1-4, eps 1, t 1; CNN students get 4 - k stride-2 SepConvs (a 1x1 conv
+    at stage 4) to max(student, teacher) width; ViT students patch merging + max(4 - k, 1) ViT blocks and
+    the class token; every projector ends in a Linear to the classes."""
+    p = DistillParams(method="ofa").ofa
+    assert (p.stages, p.eps, p.temperature, p.weight, p.logits_weight) == ([1, 2, 3, 4], 1.0, 1.0, 1.0, 1.0)
+    cnn = build_distiller("ofa", tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224"), DistillParams(method="ofa"))
+    width = max(cnn.student.num_features, 64)
+    for k in (1, 2, 3):
+        convs = [m for m in cnn.projectors[str(k)] if isinstance(m, torch.nn.Sequential)]
+        assert len(convs) == 4 - k and all(c[0].stride == (2, 2) for c in convs)
+        assert convs[-1][5].out_channels == width
+    last = cnn.projectors["4"][0]
+    assert isinstance(last, torch.nn.Conv2d) and last.kernel_size == (1, 1) and last.out_channels == width
+    vit = build_distiller("ofa", tiny("deit_tiny_patch16_224"), tiny("convnext_atto"), DistillParams(method="ofa"))
+    for k in (1, 2, 3, 4):
+        proj = vit.projectors[str(k)]
+        assert len(proj.blocks) == max(4 - k, 1) and proj.num_prefix == 1 and len(proj.merge) > 0
+    x, y = batch()
+    vit.eval()
+    with torch.no_grad():
+        s_out = vit.student.forward_all(x)
+        tokens = s_out.stage_outputs[0].clone()
+        tokens[:, 1:] = tokens[:, 1:].flip(1)  # the patch tokens matter ...
+        assert not torch.allclose(vit.projectors["1"](tokens), vit.projectors["1"](s_out.stage_outputs[0]))
+        tokens = s_out.stage_outputs[0].clone()
+        tokens[:, 0] += 1.0  # ... and so does the class token the head reads
+        assert not torch.allclose(vit.projectors["1"](tokens), vit.projectors["1"](s_out.stage_outputs[0]))
 
 
 def test_teacher_at_another_resolution_sees_a_resized_batch() -> None:
