@@ -66,11 +66,17 @@ class TrainParams(Section):
 
 
 class KDParams(Section):
+    """mdistiller's KD (mdistiller/engine/cfg.py:60-64): t 4, CE weight 0.1, KD weight 0.9."""
+
     temperature: float = Field(4.0, gt=0)
-    weight: float = Field(1.0, ge=0)  # weight of the KD term; CE on labels has weight 1
+    weight: float = Field(0.9, ge=0)  # of the KD term
+    ce_weight: float = Field(0.1, ge=0)  # of CE on the labels
 
 
 class DKDParams(Section):
+    """mdistiller's DKD (mdistiller/engine/cfg.py:162-167): CE weight 1, alpha 1, beta 8, t 4; its warm-up is
+    20 of 240 epochs, here 1 epoch of a short run."""
+
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(8.0, ge=0)
     temperature: float = Field(4.0, gt=0)

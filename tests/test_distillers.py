@@ -113,7 +113,9 @@ def test_kd_and_dkd_are_their_loss_functions_with_dkd_warming_up() -> None:
     kd.eval()  # deterministic student logits
     with torch.no_grad():
         s, t = student(x), teacher(x)
-        assert torch.allclose(kd.forward_train(x, y)[1]["kd"], kd_loss(s, t, 4.0))
+        losses = kd.forward_train(x, y)[1]  # mdistiller's weights: 0.1 CE, 0.9 KD
+        assert torch.allclose(losses["kd"], 0.9 * kd_loss(s, t, 4.0))
+        assert torch.allclose(losses["ce"], 0.1 * F.cross_entropy(s, y))
         cfg = DistillParams(method="dkd", dkd={"warmup_epochs": 4})
         dkd = build_distiller("dkd", student, teacher, cfg).eval()
         full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
