@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from pipeline.distill import METHODS, build_distiller
 from pipeline.distill.base import to_nchw
-from pipeline.distill.losses import dkd_loss, kd_loss
+from pipeline.distill.fbt import FBT
+from pipeline.distill.losses import dkd_loss, kd_loss, ofa_loss
 from pipeline.errors import CakdError
 from pipeline.models import ModelSpec, create_model
-from pipeline.models.base import StagedModel
+from pipeline.models.base import ModelOutput, StagedModel
 from pipeline.params import DistillParams, FBTParams
 
 torch.set_num_threads(1)
@@ -211,3 +212,56 @@ def test_fbt_detach_assistant_decides_whether_f_learns_from_s(detach: bool) -> N
     assert all(g is None for g in l2g_grads) if detach else any(g is not None for g in l2g_grads)
     student_grads = [p.grad for p in distiller.student.stages[3].parameters()]
     assert any(g is not None for g in student_grads)  # S always learns from F
+
+
+WIRING_PAIRS = [("vit_tiny_patch16_224", "mobilenetv2_050"), ("convnext_atto", "deit_tiny_patch16_224")]
+WIRING = {"w_nce": 0.7, "w_ofa": 1.3, "ofa_eps": 1.5, "ofa_temperature": 2.0}  # no weight is 1: a lost one shows
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), WIRING_PAIRS)
+def test_fbt_losses_are_the_method_term_by_term(t_name: str, s_name: str) -> None:
+    """Each named loss against METHOD.md's formula built from the three models run on their own:
+    L = CE(p_S) + CE(p_F) + sum over (i, j) in (T,S), (T,F), (F,S) of
+    w_nce * InfoNCE(f_i, f_j) + w_ofa * OFA(p_j | p_i, y), i the teacher side (heads: head_i for i)."""
+    torch.manual_seed(0)
+    cfg = DistillParams(method="fbt", fbt=FBTParams(**WIRING))
+    distiller = build_distiller("fbt", tiny(s_name), tiny(t_name), cfg).eval()
+    x, y = batch()
+    with torch.no_grad():
+        _, losses = distiller.forward_train(x, y)
+        t, s = distiller.teacher.forward_all(x), distiller.student.forward_all(x)
+        knowledge = {"t": (t.feature, t.logits), "s": (s.feature, s.logits), "f": distiller.assistant(x)}
+        y_hot = F.one_hot(y, CLASSES).float()
+        expected = {"ce_student": F.cross_entropy(s.logits, y),
+                    "ce_assistant": F.cross_entropy(knowledge["f"][1], y)}
+        for i, j in (("t", "s"), ("t", "f"), ("f", "s")):
+            (f_i, p_i), (f_j, p_j) = knowledge[i], knowledge[j]
+            nce = distiller.feature_losses[i + j]
+            z_i = F.normalize(nce.head_i(f_i), dim=1)
+            z_j = F.normalize(nce.head_j(f_j), dim=1)
+            sim = z_j @ z_i.t() / nce.log_tau.exp()
+            target = torch.arange(len(x))
+            expected[f"nce_{i}{j}"] = 0.7 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.t(), target)) / 2
+            expected[f"ofa_{i}{j}"] = 1.3 * ofa_loss(p_j, p_i, y_hot, 1.5, 2.0)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+class TeacherSideProbe(FBT):
+    """FBT whose teacher outputs are leaves asking for a gradient: shows whether forward_train itself
+    detaches the teacher side (the teacher's no_grad forward would otherwise hide a missing detach)."""
+
+    def teacher_outputs(self, image: torch.Tensor) -> ModelOutput:
+        out = super().teacher_outputs(image)
+        self.leaves = (out.feature.requires_grad_(), out.logits.requires_grad_())
+        return out
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), WIRING_PAIRS)
+def test_fbt_never_sends_a_gradient_into_the_teacher_side(t_name: str, s_name: str) -> None:
+    torch.manual_seed(0)
+    distiller = TeacherSideProbe(tiny(s_name), tiny(t_name), DistillParams(method="fbt")).train()
+    _, losses = distiller.forward_train(*batch())
+    sum(losses.values()).backward()
+    assert all(leaf.grad is None for leaf in distiller.leaves)
