@@ -139,14 +139,23 @@ def test_non_integer_grid_ratio_is_resampled() -> None:
     assert fused(torch.randn(2, 3, 24, 24))[1].shape == (2, 5)
 
 
-@pytest.mark.parametrize("teacher_name", ["vit_small_patch16_224", "swin_tiny_patch4_window7_224"])
-def test_l2g_adds_at_most_ten_percent_of_a_resnet18_student(teacher_name: str) -> None:
-    student = create_model(ModelSpec("resnet18", 100, 32))
-    teacher = create_model(ModelSpec(teacher_name, 100, 32))
+@pytest.mark.parametrize(("t_name", "t_kwargs", "s_name", "s_kwargs"), [
+    ("vit_small_patch16_224", {}, "resnet18", {}),  # the paper's pairs
+    ("swin_tiny_patch4_window7_224", {}, "resnet18", {}),
+    ("swin_tiny_patch4_window7_224", {"patch_size": 4}, "convnext_atto", {}),  # compare_methods' pair A
+    ("convnext_atto", {}, "deit_tiny_patch16_224", {"patch_size": 8, "depth": 8}),  # and its pair B
+])
+def test_l2g_adds_at_most_ten_percent_of_the_student(t_name: str, t_kwargs: dict, s_name: str, s_kwargs: dict
+                                                     ) -> None:
+    """L2G's Swin block runs at the student's S3 width, so a large teacher does not make it large."""
+    student = create_model(ModelSpec(s_name, 100, 32, kwargs=s_kwargs))
+    teacher = create_model(ModelSpec(t_name, 100, 32, kwargs=t_kwargs))
     fused = build_fused_assistant(teacher, student)
     ratio = fused.num_new_parameters / sum(p.numel() for p in student.parameters())
-    print(f"L2G {teacher_name} -> resnet18 at 32 px: {fused.num_new_parameters} params, {ratio:.1%}")
-    assert fused.l2g.block is not None and ratio <= 0.10
+    print(f"L2G {t_name} -> {s_name} at 32 px: {fused.num_new_parameters} params, {ratio:.1%}")
+    assert fused.l2g.block is not None and fused.l2g.block.norm1.normalized_shape[0] == \
+        student.stage_shapes[2].channels
+    assert ratio <= 0.10
 
 
 def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
