@@ -89,11 +89,17 @@ class TrainParams(Section):
 
 
 class KDParams(Section):
+    """mdistiller's KD (mdistiller/engine/cfg.py:60-64): t 4, CE weight 0.1, KD weight 0.9."""
+
     temperature: float = Field(4.0, gt=0)
-    weight: float = Field(1.0, ge=0)  # weight of the KD term; CE on labels has weight 1
+    weight: float = Field(0.9, ge=0)  # of the KD term
+    ce_weight: float = Field(0.1, ge=0)  # of CE on the labels
 
 
 class DKDParams(Section):
+    """mdistiller's DKD (mdistiller/engine/cfg.py:162-167): CE weight 1, alpha 1, beta 8, t 4; its warm-up is
+    20 of 240 epochs, here 1 epoch of a short run."""
+
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(8.0, ge=0)
     temperature: float = Field(4.0, gt=0)
@@ -106,10 +112,13 @@ class FitNetParams(Section):
 
 
 class OFAParams(Section):
-    eps: float = Field(1.5, gt=0)  # target enhancement exponent (>1 up-weights the true class)
+    """Defaults are OFAKD's (github Hao840/OFAKD train.py:82-92, README CIFAR example): see distill/ofa.py."""
+
+    eps: float = Field(1.0, gt=0)  # target enhancement exponent (>1 up-weights the true class)
     temperature: float = Field(1.0, gt=0)
-    weight: float = Field(1.0, ge=0)
-    stages: list[int] = Field(default_factory=lambda: [1, 2, 3])  # stages with a logit-space projector
+    weight: float = Field(1.0, ge=0)  # of the stage projectors' OFA losses (--ofa-loss-weight)
+    logits_weight: float = Field(1.0, ge=0)  # of the OFA loss on the student's logits (--kd-loss-weight)
+    stages: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])  # 1-based stages with a projector
 
 
 class FBTParams(Section):

@@ -139,14 +139,23 @@ def test_non_integer_grid_ratio_is_resampled() -> None:
     assert fused(torch.randn(2, 3, 24, 24))[1].shape == (2, 5)
 
 
-@pytest.mark.parametrize("teacher_name", ["vit_small_patch16_224", "swin_tiny_patch4_window7_224"])
-def test_l2g_adds_at_most_ten_percent_of_a_resnet18_student(teacher_name: str) -> None:
-    student = create_model(ModelSpec("resnet18", 100, 32))
-    teacher = create_model(ModelSpec(teacher_name, 100, 32))
+@pytest.mark.parametrize(("t_name", "t_kwargs", "s_name", "s_kwargs"), [
+    ("vit_small_patch16_224", {}, "resnet18", {}),  # the paper's pairs
+    ("swin_tiny_patch4_window7_224", {}, "resnet18", {}),
+    ("swin_tiny_patch4_window7_224", {"patch_size": 4}, "convnext_atto", {}),  # compare_methods' pair A
+    ("convnext_atto", {}, "deit_tiny_patch16_224", {"patch_size": 8, "depth": 8}),  # and its pair B
+])
+def test_l2g_adds_at_most_ten_percent_of_the_student(t_name: str, t_kwargs: dict, s_name: str, s_kwargs: dict
+                                                     ) -> None:
+    """L2G's Swin block runs at the student's S3 width, so a large teacher does not make it large."""
+    student = create_model(ModelSpec(s_name, 100, 32, kwargs=s_kwargs))
+    teacher = create_model(ModelSpec(t_name, 100, 32, kwargs=t_kwargs))
     fused = build_fused_assistant(teacher, student)
     ratio = fused.num_new_parameters / sum(p.numel() for p in student.parameters())
-    print(f"L2G {teacher_name} -> resnet18 at 32 px: {fused.num_new_parameters} params, {ratio:.1%}")
-    assert fused.l2g.block is not None and ratio <= 0.10
+    print(f"L2G {t_name} -> {s_name} at 32 px: {fused.num_new_parameters} params, {ratio:.1%}")
+    assert fused.l2g.block is not None and fused.l2g.block.norm1.normalized_shape[0] == \
+        student.stage_shapes[2].channels
+    assert ratio <= 0.10
 
 
 def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
@@ -162,3 +171,28 @@ def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
     student.stage_shapes[2] = StageShape("tokens", 64, (3, 3))
     with pytest.raises(CakdError, match=r"cannot fuse teacher convnext_atto -> student mixer_s16_224: .*fails"):
         build_fused_assistant(teacher, student)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_model_feature_is_a_global_average_of_its_last_stage(name: str) -> None:
+    """What InfoNCE aligns must be spatially agnostic: the feature of a ViT is the mean of its patch
+    tokens (not its class token), and permuting the last stage's positions leaves every feature as it is."""
+    model = tiny(name).eval()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        out = model.forward_all(x)
+        last, shape = out.stage_outputs[3], model.stage_shapes[3]
+        if shape.layout == "nchw":
+            perm = last.flatten(2)[..., torch.randperm(last.shape[2] * last.shape[3])].view_as(last)
+        elif shape.layout == "nhwc":
+            perm = last.flatten(1, 2)[:, torch.randperm(last.shape[1] * last.shape[2])].view_as(last)
+        else:
+            n = shape.num_prefix_tokens
+            perm = torch.cat([last[:, :n], last[:, n:][:, torch.randperm(last.shape[1] - n)]], dim=1)
+        feature, logits = model.head(perm)
+    torch.testing.assert_close(feature, out.feature, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-4, atol=1e-5)
+    if name.startswith(("vit", "deit")):
+        normed = model.head.norm(last)
+        torch.testing.assert_close(out.feature, normed[:, shape.num_prefix_tokens:].mean(dim=1))
+        assert not torch.allclose(out.feature, normed[:, 0])  # not the class token

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from pipeline.distill import METHODS, build_distiller
 from pipeline.distill.base import to_nchw
-from pipeline.distill.losses import dkd_loss, kd_loss
+from pipeline.distill.fbt import FBT
+from pipeline.distill.losses import dkd_loss, kd_loss, ofa_loss
 from pipeline.errors import CakdError
 from pipeline.models import ModelSpec, create_model
-from pipeline.models.base import StagedModel
+from pipeline.models.base import ModelOutput, StagedModel
 from pipeline.params import DistillParams, FBTParams
 
 torch.set_num_threads(1)
@@ -31,7 +32,7 @@ PAIRS = [("vit_tiny_patch16_224", "mobilenetv2_050"), ("convnext_atto", "deit_ti
          ("swin_tiny_patch4_window7_224", "resmlp_12_224")]
 EXPECTED_LOSSES = {
     "ce": {"ce"}, "kd": {"ce", "kd"}, "dkd": {"ce", "dkd"}, "fitnet": {"ce", "fitnet"},
-    "ofa": {"ce", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_logits"},
+    "ofa": {"ce", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_stage4", "ofa_logits"},
     "fbt": {"ce_student", "ce_assistant", "nce_ts", "ofa_ts", "nce_tf", "ofa_tf", "nce_fs", "ofa_fs"},
 }
 
@@ -113,7 +114,9 @@ def test_kd_and_dkd_are_their_loss_functions_with_dkd_warming_up() -> None:
     kd.eval()  # deterministic student logits
     with torch.no_grad():
         s, t = student(x), teacher(x)
-        assert torch.allclose(kd.forward_train(x, y)[1]["kd"], kd_loss(s, t, 4.0))
+        losses = kd.forward_train(x, y)[1]  # mdistiller's weights: 0.1 CE, 0.9 KD
+        assert torch.allclose(losses["kd"], 0.9 * kd_loss(s, t, 4.0))
+        assert torch.allclose(losses["ce"], 0.1 * F.cross_entropy(s, y))
         cfg = DistillParams(method="dkd", dkd={"warmup_epochs": 4})
         dkd = build_distiller("dkd", student, teacher, cfg).eval()
         full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
@@ -137,8 +140,38 @@ def test_fitnet_matches_resized_projected_student_map_to_teacher_map() -> None:
 
 def test_ofa_stages_are_validated() -> None:
     cfg = DistillParams(method="ofa", ofa={"stages": [0, 4]})
-    with pytest.raises(CakdError, match="0-based stage indices in 0..3"):
+    with pytest.raises(CakdError, match="1-based stage numbers in 1..4"):
         build_distiller("ofa", tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224"), cfg)
+
+
+def test_ofa_defaults_and_projectors_are_ofakd() -> None:
+    """OFAKD (Hao840/OFAKD): stages 1-4, eps 1, t 1; CNN students get 4 - k stride-2 SepConvs (a 1x1 conv
+    at stage 4) to max(student, teacher) width; ViT students patch merging + max(4 - k, 1) ViT blocks and
+    the class token; every projector ends in a Linear to the classes."""
+    p = DistillParams(method="ofa").ofa
+    assert (p.stages, p.eps, p.temperature, p.weight, p.logits_weight) == ([1, 2, 3, 4], 1.0, 1.0, 1.0, 1.0)
+    cnn = build_distiller("ofa", tiny("mobilenetv2_050"), tiny("vit_tiny_patch16_224"), DistillParams(method="ofa"))
+    width = max(cnn.student.num_features, 64)
+    for k in (1, 2, 3):
+        convs = [m for m in cnn.projectors[str(k)] if isinstance(m, torch.nn.Sequential)]
+        assert len(convs) == 4 - k and all(c[0].stride == (2, 2) for c in convs)
+        assert convs[-1][5].out_channels == width
+    last = cnn.projectors["4"][0]
+    assert isinstance(last, torch.nn.Conv2d) and last.kernel_size == (1, 1) and last.out_channels == width
+    vit = build_distiller("ofa", tiny("deit_tiny_patch16_224"), tiny("convnext_atto"), DistillParams(method="ofa"))
+    for k in (1, 2, 3, 4):
+        proj = vit.projectors[str(k)]
+        assert len(proj.blocks) == max(4 - k, 1) and proj.num_prefix == 1 and len(proj.merge) > 0
+    x, y = batch()
+    vit.eval()
+    with torch.no_grad():
+        s_out = vit.student.forward_all(x)
+        tokens = s_out.stage_outputs[0].clone()
+        tokens[:, 1:] = tokens[:, 1:].flip(1)  # the patch tokens matter ...
+        assert not torch.allclose(vit.projectors["1"](tokens), vit.projectors["1"](s_out.stage_outputs[0]))
+        tokens = s_out.stage_outputs[0].clone()
+        tokens[:, 0] += 1.0  # ... and so does the class token the head reads
+        assert not torch.allclose(vit.projectors["1"](tokens), vit.projectors["1"](s_out.stage_outputs[0]))
 
 
 def test_teacher_at_another_resolution_sees_a_resized_batch() -> None:
@@ -179,3 +212,56 @@ def test_fbt_detach_assistant_decides_whether_f_learns_from_s(detach: bool) -> N
     assert all(g is None for g in l2g_grads) if detach else any(g is not None for g in l2g_grads)
     student_grads = [p.grad for p in distiller.student.stages[3].parameters()]
     assert any(g is not None for g in student_grads)  # S always learns from F
+
+
+WIRING_PAIRS = [("vit_tiny_patch16_224", "mobilenetv2_050"), ("convnext_atto", "deit_tiny_patch16_224")]
+WIRING = {"w_nce": 0.7, "w_ofa": 1.3, "ofa_eps": 1.5, "ofa_temperature": 2.0}  # no weight is 1: a lost one shows
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), WIRING_PAIRS)
+def test_fbt_losses_are_the_method_term_by_term(t_name: str, s_name: str) -> None:
+    """Each named loss against METHOD.md's formula built from the three models run on their own:
+    L = CE(p_S) + CE(p_F) + sum over (i, j) in (T,S), (T,F), (F,S) of
+    w_nce * InfoNCE(f_i, f_j) + w_ofa * OFA(p_j | p_i, y), i the teacher side (heads: head_i for i)."""
+    torch.manual_seed(0)
+    cfg = DistillParams(method="fbt", fbt=FBTParams(**WIRING))
+    distiller = build_distiller("fbt", tiny(s_name), tiny(t_name), cfg).eval()
+    x, y = batch()
+    with torch.no_grad():
+        _, losses = distiller.forward_train(x, y)
+        t, s = distiller.teacher.forward_all(x), distiller.student.forward_all(x)
+        knowledge = {"t": (t.feature, t.logits), "s": (s.feature, s.logits), "f": distiller.assistant(x)}
+        y_hot = F.one_hot(y, CLASSES).float()
+        expected = {"ce_student": F.cross_entropy(s.logits, y),
+                    "ce_assistant": F.cross_entropy(knowledge["f"][1], y)}
+        for i, j in (("t", "s"), ("t", "f"), ("f", "s")):
+            (f_i, p_i), (f_j, p_j) = knowledge[i], knowledge[j]
+            nce = distiller.feature_losses[i + j]
+            z_i = F.normalize(nce.head_i(f_i), dim=1)
+            z_j = F.normalize(nce.head_j(f_j), dim=1)
+            sim = z_j @ z_i.t() / nce.log_tau.exp()
+            target = torch.arange(len(x))
+            expected[f"nce_{i}{j}"] = 0.7 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.t(), target)) / 2
+            expected[f"ofa_{i}{j}"] = 1.3 * ofa_loss(p_j, p_i, y_hot, 1.5, 2.0)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+class TeacherSideProbe(FBT):
+    """FBT whose teacher outputs are leaves asking for a gradient: shows whether forward_train itself
+    detaches the teacher side (the teacher's no_grad forward would otherwise hide a missing detach)."""
+
+    def teacher_outputs(self, image: torch.Tensor) -> ModelOutput:
+        out = super().teacher_outputs(image)
+        self.leaves = (out.feature.requires_grad_(), out.logits.requires_grad_())
+        return out
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), WIRING_PAIRS)
+def test_fbt_never_sends_a_gradient_into_the_teacher_side(t_name: str, s_name: str) -> None:
+    torch.manual_seed(0)
+    distiller = TeacherSideProbe(tiny(s_name), tiny(t_name), DistillParams(method="fbt")).train()
+    _, losses = distiller.forward_train(*batch())
+    sum(losses.values()).backward()
+    assert all(leaf.grad is None for leaf in distiller.leaves)

@@ -43,6 +43,38 @@ def test_dkd_matches_hand_computation() -> None:
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+def mdistiller_dkd_float64(s: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
+                           beta: float, t: float) -> torch.Tensor:
+    """mdistiller/distillers/DKD.py:8-32 verbatim in float64 (there its sums of small probabilities do not
+    underflow): the reference the log-space DKD must equal on saturated logits."""
+    gt = torch.nn.functional.one_hot(labels, s.shape[1]).double()
+    ps, pt = (s / t).softmax(1), (t_logits / t).softmax(1)
+    bs = torch.stack([(ps * gt).sum(1), (ps * (1 - gt)).sum(1)], 1)
+    bt = torch.stack([(pt * gt).sum(1), (pt * (1 - gt)).sum(1)], 1)
+    tckd = (bt * (bt.log() - bs.log())).sum() * t * t / s.shape[0]
+    qt = (t_logits / t - 1000.0 * gt).softmax(1)
+    log_qs = (s / t - 1000.0 * gt).log_softmax(1)
+    nckd = torch.nn.functional.kl_div(log_qs, qt, reduction="sum") * t * t / s.shape[0]
+    return alpha * tckd + beta * nckd
+
+
+def test_dkd_on_saturated_logits_matches_a_float64_reference_in_value_and_gradient() -> None:
+    torch.manual_seed(0)
+    s64, t64 = torch.randn(16, 10, dtype=torch.float64) * 30, torch.randn(16, 10, dtype=torch.float64) * 30
+    labels = torch.randint(0, 10, (16,))
+    s64[0, labels[0]] = s64[0].min() - 30 * 4  # a target probability far below float32's old 1e-12 clamp
+    s64.requires_grad_(True)
+    ref = mdistiller_dkd_float64(s64, t64, labels, 1.0, 8.0, 4.0)
+    (ref_grad,) = torch.autograd.grad(ref, s64)
+    s32 = s64.detach().float().requires_grad_(True)
+    got = dkd_loss(s32, t64.float(), labels, 1.0, 8.0, 4.0)
+    (grad,) = torch.autograd.grad(got, s32)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    p_target = (s64.detach() / 4).softmax(1).gather(1, labels[:, None]).min().item()
+    assert p_target < 1e-12 and grad.abs().sum() > 0
+
+
 def test_ofa_matches_hand_computation() -> None:
     eps, t = 1.5, 2.0
     expected = 0.0

@@ -8,10 +8,11 @@ through S, pieces from the teacher stay frozen (requires_grad False, always in e
 
 L2G (local-to-global projector) turns C's S3 output into exactly what A's S4 expects (A's
 ``stage_shapes[2]``: width, token grid, layout): a patch embedding (a strided depthwise conv when the grid
-ratio is an integer, otherwise the map is first resampled to a multiple of A's grid, then a 1x1 conv to
-A's width), a norm, one Swin block (windowed self-attention, MLP ratio 1; left out for the "without
-attention stage" ablation), then A's layout (class tokens are learnable). The factorised embedding and
-the MLP ratio keep L2G under 10% of a ResNet18 student's parameters against ViT-S or Swin-T.
+ratio is an integer, otherwise the map is first resampled to a multiple of A's grid, then a 1x1 conv), a
+norm, one Swin block (windowed self-attention, MLP ratio 1; left out for the "without attention stage"
+ablation), a linear map to A's width when it differs, then A's layout (class tokens are learnable).
+The embedding and the Swin block work at the *student's* S3 width, not the teacher's stage width: L2G's
+cost follows the model being trained (<= 10% of its parameters), whatever the size of the teacher.
 
 Homogeneous pairs (both convolutional, or both attention/MLP) are fused as student's stem+S1..S3, a
 projector (L2G without the Swin block) and the teacher's S4 + head.
@@ -37,41 +38,41 @@ FAMILIES = {"cnn": "convolutional (resnet, mobilenetv2, convnext)",
 
 
 class L2G(nn.Module):
-    """Local-to-global projector: a stage output of layout ``src`` -> the input ``dst`` describes."""
+    """Local-to-global projector: a stage output of layout ``src`` -> the input ``dst`` describes, through
+    a Swin block of width ``width`` (the student's S3 width)."""
 
-    def __init__(self, src: StageShape, dst: StageShape, attention: bool = True, heads: int = 4,
+    def __init__(self, src: StageShape, dst: StageShape, width: int, attention: bool = True, heads: int = 4,
                  window: int = 4, mlp_ratio: float = 1.0) -> None:
         super().__init__()
         self.src, self.dst = src, dst
-        (hc, wc), (ha, wa), c_in, c_out = src.grid, dst.grid, src.channels, dst.channels
+        (hc, wc), (ha, wa), c_in = src.grid, dst.grid, src.channels
         # a strided patch embedding when each grid ratio is an integer, else resample to a multiple first
         integer = hc % ha == 0 and wc % wa == 0
         rh, rw = (hc // ha, wc // wa) if integer else (max(1, round(hc / ha)), max(1, round(wc / wa)))
         self.resample = None if (ha * rh, wa * rw) == (hc, wc) else (ha * rh, wa * rw)
         # depthwise strided conv + pointwise conv: a patch embedding at a fraction of a dense one's params
         strided = [nn.Conv2d(c_in, c_in, (rh, rw), (rh, rw), groups=c_in)] if (rh, rw) != (1, 1) else []
-        self.embed = nn.Sequential(*strided, nn.Conv2d(c_in, c_out, 1))
-        self.norm = nn.BatchNorm2d(c_out) if dst.layout == "nchw" and not attention else LayerNorm2d(c_out)
+        self.embed = nn.Sequential(*strided, nn.Conv2d(c_in, width, 1))
+        self.norm = nn.BatchNorm2d(width) if dst.layout == "nchw" and not attention else LayerNorm2d(width)
         self.block = None
         if attention:
             self.block = SwinTransformerBlock(
-                c_out, input_resolution=(ha, wa), num_heads=math.gcd(c_out, heads),
+                width, input_resolution=(ha, wa), num_heads=math.gcd(width, heads),
                 window_size=(min(window, ha), min(window, wa)), shift_size=0, mlp_ratio=mlp_ratio)
+        self.out = nn.Linear(width, dst.channels) if width != dst.channels else nn.Identity()
         self.prefix = None
         if dst.layout == "tokens" and dst.num_prefix_tokens:
-            self.prefix = nn.Parameter(torch.zeros(1, dst.num_prefix_tokens, c_out))
+            self.prefix = nn.Parameter(torch.zeros(1, dst.num_prefix_tokens, dst.channels))
             nn.init.trunc_normal_(self.prefix, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
         x = to_nchw(x, self.src)
         if self.resample is not None:
             x = F.interpolate(x, size=self.resample, mode="bilinear", align_corners=False)
-        x = self.norm(self.embed(x))  # (B, C_A, H_A, W_A)
-        if self.dst.layout == "nchw" and self.block is None:
-            return x
-        x = x.permute(0, 2, 3, 1)  # NHWC, what the Swin block takes
+        x = self.norm(self.embed(x)).permute(0, 2, 3, 1)  # NHWC (B, H_A, W_A, width): what Swin takes
         if self.block is not None:
             x = self.block(x)
+        x = self.out(x)
         if self.dst.layout == "nchw":
             return x.permute(0, 3, 1, 2).contiguous()
         if self.dst.layout == "nhwc":
@@ -147,7 +148,8 @@ def build_fused_assistant(teacher: StagedModel, student: StagedModel, attention:
     else:
         c, a, c_role = teacher, student, "teacher"
     a_role = "teacher" if c_role == "student" else "student"
-    l2g = L2G(c.stage_shapes[2], a.stage_shapes[2], attention, heads, window, mlp_ratio)
+    l2g = L2G(c.stage_shapes[2], a.stage_shapes[2], student.stage_shapes[2].channels, attention, heads, window,
+              mlp_ratio)
     fused = FusedAssistant(c, a, l2g, c_role, a_role)
     _probe(fused, c, teacher, student)
     return fused

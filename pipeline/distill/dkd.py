@@ -1,4 +1,5 @@
-"""DKD (Zhao et al. 2022): CE + min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)."""
+"""DKD (Zhao et al. 2022) as mdistiller/distillers/DKD.py:54-84 has it: CE + min(epoch / warmup, 1) *
+(alpha * TCKD + beta * NCKD); the loss itself (losses.dkd_loss) is computed in log space."""
 
 from __future__ import annotations
 

@@ -4,6 +4,12 @@ and the teacher's output of the same stage (the "hint").
 Any layout is turned into an NCHW map, the student map is resized to the teacher's grid and a 1x1 conv
 maps its channels to the teacher's. Across architectures this pixel-wise match is exactly what the FBT
 paper says breaks down; it is implemented faithfully as the baseline.
+
+Against mdistiller/distillers/FitNet.py:9-48: same loss (CE + weight * MSE(regressor(S_k), T_k)), same
+weight (100, mdistiller/engine/cfg.py:90), hint at the third of four stages (mdistiller's HINT_LAYER 2,
+cfg.py:86, is the second of a CIFAR ResNet's three stages). The regressor differs: mdistiller's ConvReg
+(_common.py:6-30) is a conv chosen by the grid ratio + BatchNorm + ReLU and raises on other ratios; here
+any ratio is resized bilinearly and a 1x1 conv maps the channels (no ReLU, since ViT/Swin hints are signed).
 """
 
 from __future__ import annotations

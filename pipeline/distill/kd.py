@@ -1,4 +1,5 @@
-"""KD (Hinton et al. 2015): CE on the labels + weight * KL between temperature-softened logits * t^2."""
+"""KD (Hinton et al. 2015) as mdistiller/distillers/KD.py:8-39 has it: ce_weight * CE on the labels +
+weight * KL(softmax(p_T / t) || softmax(p_S / t)) * t^2, batch mean (the weights: cfg.py:63-64)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,6 @@ class KD(Distiller):
         logits = self.student(image)
         teacher_logits = self.teacher_outputs(image).logits
         return logits, {
-            "ce": F.cross_entropy(logits, target),
+            "ce": p.ce_weight * F.cross_entropy(logits, target),
             "kd": p.weight * kd_loss(logits, teacher_logits, p.temperature),
         }

@@ -26,21 +26,29 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alp
              temperature: float) -> Tensor:
     """Decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, each a KL times t^2, batch mean.
 
-    TCKD compares the binary (target, all others) probabilities; NCKD the distributions over the
-    non-target classes only. ``labels`` are class indices (B,).
+    As mdistiller/distillers/DKD.py:8-32 defines it, but in log space throughout: TCKD compares the binary
+    (target, all others) probabilities, whose logs are log-sum-exps of the logits (mdistiller takes the log
+    of summed probabilities, which underflows to log 0 on confident logits); NCKD the distributions over
+    the non-target classes, which are selected instead of masked with mdistiller's -1000 offset (same value
+    whenever that offset masks fully). ``labels`` are class indices (B,).
     """
     t = temperature
     s, te = student_logits.float() / t, teacher_logits.float() / t
     gt = F.one_hot(labels, s.shape[1]).bool()
-    p_s, p_t = s.softmax(dim=1), te.softmax(dim=1)
-    b_s = torch.stack([p_s[gt], 1 - p_s[gt]], dim=1).clamp_min(1e-12)
-    b_t = torch.stack([p_t[gt], 1 - p_t[gt]], dim=1).clamp_min(1e-12)
-    tckd = F.kl_div(b_s.log(), b_t, reduction="batchmean") * t * t
-    # mask the target class out of both softmaxes (a large finite offset, as in mdistiller: -inf gives NaN)
-    log_q_s = F.log_softmax(s - 1000.0 * gt, dim=1)
-    q_t = F.softmax(te - 1000.0 * gt, dim=1)
-    nckd = F.kl_div(log_q_s, q_t, reduction="batchmean") * t * t
+    tckd = F.kl_div(_log_binary(s, gt), _log_binary(te, gt), reduction="batchmean", log_target=True) * t * t
+    rows, others = s.shape[0], s.shape[1] - 1
+    log_q_s = F.log_softmax(s[~gt].view(rows, others), dim=1)
+    log_q_t = F.log_softmax(te[~gt].view(rows, others), dim=1)
+    nckd = F.kl_div(log_q_s, log_q_t, reduction="batchmean", log_target=True) * t * t
     return alpha * tckd + beta * nckd
+
+
+def _log_binary(logits: Tensor, gt: Tensor) -> Tensor:
+    """log (p_target, p_others) (B, 2) from logits, without forming 1 - p_target."""
+    lse = logits.logsumexp(dim=1, keepdim=True)
+    log_target = logits[gt].unsqueeze(1) - lse
+    log_others = logits.masked_fill(gt, float("-inf")).logsumexp(dim=1, keepdim=True) - lse
+    return torch.cat([log_target, log_others], dim=1)
 
 
 def ofa_loss(student_logits: Tensor, teacher_logits: Tensor, y_onehot: Tensor, eps: float,

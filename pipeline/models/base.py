@@ -52,23 +52,32 @@ class StageShape:
 
 
 class Head(nn.Module):
-    """Turns the last stage's output into ``(pooled feature, logits)``; ``pool`` is family specific."""
+    """Turns the last stage's output into ``(pooled feature, logits)``; ``pool`` is family specific.
 
-    def __init__(self, pool: nn.Module, classifier: nn.Module, norm: nn.Module | None = None) -> None:
+    The classifier keeps its family's own pooling (a ViT's class token). ``feature_pool``, when given,
+    pools the feature differently: the method aligns globally averaged, spatially agnostic features, so a
+    ViT's feature is the mean of its patch tokens, not its class token.
+    """
+
+    def __init__(self, pool: nn.Module, classifier: nn.Module, norm: nn.Module | None = None,
+                 feature_pool: nn.Module | None = None) -> None:
         super().__init__()
         self.norm = norm if norm is not None else nn.Identity()
         self.pool = pool
         self.classifier = classifier
+        self.feature_pool = feature_pool
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = self.pool(self.norm(x))
-        return feature, self.classifier(feature)
+        x = self.norm(x)
+        pooled = self.pool(x)
+        feature = pooled if self.feature_pool is None else self.feature_pool(x)
+        return feature, self.classifier(pooled)
 
 
 @dataclass
 class ModelOutput:
     logits: torch.Tensor
-    feature: torch.Tensor  # pooled pre-logit feature (B, D): spatially agnostic
+    feature: torch.Tensor  # globally averaged pre-logit feature (B, D): spatially agnostic
     stage_outputs: list[torch.Tensor]  # the four stage outputs, in order
 
 

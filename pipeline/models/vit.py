@@ -1,4 +1,5 @@
-"""ViT / DeiT (timm ``VisionTransformer``): 12 blocks split into four groups of three."""
+"""ViT / DeiT (timm ``VisionTransformer``): 12 blocks split into four groups of three; the pooled feature
+is the mean of the patch tokens (no class / distillation token), the logits timm's own."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def build_vit(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
         raise ValueError(f"{spec.name}: attention pooling is not supported")
     stages = split_in_four(net.blocks)
     pool = nn.Sequential(TokenPool(net.global_pool, net.num_prefix_tokens), net.fc_norm, net.head_drop)
-    head = Head(pool=pool, classifier=net.head, norm=net.norm)
+    # the classifier reads the class token as timm does; the feature is the mean of the patch tokens
+    head = Head(pool=pool, classifier=net.head, norm=net.norm,
+                feature_pool=TokenPool("avg", net.num_prefix_tokens))
     # What is left of the timm model is exactly its embedding path (blocks/norm/head now live elsewhere).
     net.blocks, net.norm, net.fc_norm, net.head_drop, net.head = (nn.Identity() for _ in range(5))
     return StagedModel(spec, "attention", ViTEmbed(net), stages, head, layout="tokens",
