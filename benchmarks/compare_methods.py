@@ -119,6 +119,11 @@ def kwargs_overrides(role: str, kwargs: dict) -> list[str]:
     return ["-S", f"{role}.kwargs={json.dumps(kwargs)}"]
 
 
+def student_override(model: str, kwargs: dict) -> list[str]:
+    """params.yaml's whole students list replaced by the pair's one student (JSON is YAML)."""
+    return ["-S", f"students={json.dumps({'student': {'model': model, 'kwargs': kwargs}})}"]
+
+
 class Bench:
     """The runs of one invocation: cached results under ``results``, checkpoints under ``cache``."""
 
@@ -128,8 +133,7 @@ class Bench:
         self.params = args.params
         self.code = code_hash()
         self.recipe = recipe.model_dump(mode="json", exclude={  # what a run's result depends on, not how fast
-            "student": True, "teacher": True, "export": True, "bench": True, "runtime": True,
-            "train": {"threads"}, "data": {"num_workers"}})
+            "students": True, "teacher": True, "export": True, "bench": True, "runtime": True})
         self.base = ["--params", str(args.params.resolve()),
                      "-S", "data.name=imagefolder", "-S", f"data.root={args.data_root.expanduser()}",
                      "-S", "data.img_size=32", "-S", "data.hflip=true",
@@ -188,7 +192,7 @@ class Bench:
         manifest = self.prepare(b.train_per_class)
         t0 = time.perf_counter()
         cakd(["distill", *self.base, "-S", f"data.train_per_class={b.train_per_class}",
-              "-S", f"student.model={pair.student}", *kwargs_overrides("student", pair.student_kwargs),
+              *student_override(pair.student, pair.student_kwargs),
               "-S", f"train.epochs={b.epochs}", "-S", f"distill.epochs={b.epochs}", "-S", f"seed={seed}",
               "--method", method, "--data", str(manifest), "--teacher", teacher["path"], "--out", str(out),
               "--resume"], out / "run.log", self.threads)
