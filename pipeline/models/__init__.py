@@ -54,9 +54,12 @@ def model_from_params(section: ModelParams, num_classes: int, img_size: int) -> 
                               load.report(model) if load is not None else None)
 
 
-def save_model(model: StagedModel, path: str | Path, extra: dict | None = None) -> None:
-    """A self-describing checkpoint: the spec rebuilds the architecture, no training code needed."""
-    save_torch({"spec": model.spec.to_dict(), "state_dict": model.state_dict(), **(extra or {})}, path)
+def save_model(model: StagedModel, path: str | Path, extra: dict | None = None,
+               state_dict: dict | None = None) -> None:
+    """A self-describing checkpoint: the spec rebuilds the architecture, no training code needed.
+    ``state_dict`` saves other weights of the same architecture (an earlier epoch's) instead of the model's."""
+    weights = model.state_dict() if state_dict is None else state_dict
+    save_torch({"spec": model.spec.to_dict(), "state_dict": weights, **(extra or {})}, path)
 
 
 def _state_dict_of(ckpt: object, path: Path) -> tuple[ModelSpec, dict]:

@@ -68,11 +68,14 @@ class Optimisation:
 
 @dataclass
 class RunState:
-    """What a checkpoint restores: the next epoch to run, the best test accuracy so far, every epoch's row."""
+    """What a checkpoint restores: the next epoch to run, the best test accuracy so far and the weights that
+    reached it (so best.pt can be rewritten after DVC removed it), every epoch's row."""
 
     epoch: int = 0
     best: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
 
 
 @dataclass
@@ -140,9 +143,19 @@ def restore(run: Run, opt: Optimisation) -> RunState:
         opt.scheduler.load_state_dict(state["scheduler"])
     if opt.scaler is not None and state.get("scaler"):
         opt.scaler.load_state_dict(state["scaler"])
+    restored = RunState(state["epoch"], state["best"], state["history"], state.get("best_weights"),
+                        state.get("best_epoch", 0))
     if run.runtime.is_main:
         console.print(f"resuming {run.label} from epoch {state['epoch']}/{run.epochs} ({run.ckpt_path})")
-    return RunState(state["epoch"], state["best"], state["history"])
+        if restored.best_weights is not None and not (run.out_dir / "best.pt").exists():
+            _save_best(run, restored)  # `dvc repro` removes a stage's outputs before it runs it again
+    return restored
+
+
+def _save_best(run: Run, state: RunState) -> None:
+    """best.pt from the best weights kept in the run state (the student as trained may be past them)."""
+    save_model(run.distiller.student, run.out_dir / "best.pt", {"epoch": state.best_epoch, "accuracy": state.best},
+               state_dict=state.best_weights)
 
 
 def _step(loss: torch.Tensor, opt: Optimisation) -> None:
@@ -216,10 +229,12 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
         live.log_metric(key, value)
     live.next_step()
     if heads[run.role] > state.best:
-        state.best = heads[run.role]
-        save_model(run.distiller.student, run.out_dir / "best.pt", {"epoch": state.epoch, "accuracy": state.best})
+        state.best, state.best_epoch = heads[run.role], state.epoch
+        state.best_weights = {k: v.detach().clone() for k, v in run.distiller.student.state_dict().items()}
+        _save_best(run, state)
     save_torch({
         "fingerprint": run.fingerprint, "epoch": state.epoch, "best": state.best, "history": state.history,
+        "best_weights": state.best_weights, "best_epoch": state.best_epoch,
         "distiller": run.distiller.state_dict(),
         "optimizer": opt.optimizer.state_dict() if opt is not None else {},
         "scheduler": opt.scheduler.state_dict() if opt is not None and opt.scheduler is not None else {},
