@@ -21,6 +21,7 @@ from export.int8 import quantize_int8
 from export.onnx_export import export_onnx
 from export.report import pareto_front, pick_for
 from export.runtimes import RUNTIMES, Settings
+from pipeline.cli import known_names
 from pipeline.data import build_datasets, load_manifest, prepare_data
 from pipeline.errors import CakdError
 from pipeline.models import ModelSpec, create_model, load_model, save_model
@@ -295,7 +296,9 @@ def test_latency_statistics_pareto_front_and_picks_by_hand() -> None:
 
 
 def test_bench_runtimes_come_from_the_runtime_table() -> None:
+    known = known_names()  # what the CLI validates params.yaml against
     with pytest.raises(ValueError, match="unknown runtime 'onnxruntime-int8'; available: torch, torch-cuda, "
                                          "onnxruntime, onnxruntime-cuda, openvino, tensorrt"):
-        Params.model_validate({**PARAMS, "bench": {"runtimes": ["onnxruntime-int8"]}})
-    assert Params.model_validate({**PARAMS, "bench": {"runtimes": list(RUNTIMES)}}).bench.runtimes == list(RUNTIMES)
+        Params.model_validate({**PARAMS, "bench": {"runtimes": ["onnxruntime-int8"]}}, context=known)
+    valid = Params.model_validate({**PARAMS, "bench": {"runtimes": list(RUNTIMES)}}, context=known)
+    assert valid.bench.runtimes == list(RUNTIMES)
