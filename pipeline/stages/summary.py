@@ -85,8 +85,10 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
 def source_line(source: dict | None) -> str:
     if not source:
         return "source not recorded"
-    origin = "fine-tuned from" if source.get("fine_tuned") else "weights from"
-    where = source.get("file") or f"timm {source.get('timm_name')}"
+    if not source.get("file"):
+        return f"timm {source.get('timm_name')} trained from scratch"
+    origin = "fine-tuned from" if source.get("fine_tuned") else "used as is from"
+    where = source["file"]
     digest = f", sha256 {source['sha256'][:12]}" if source.get("sha256") else ""
     return f"{origin} {where}{digest}"
 
