@@ -208,11 +208,19 @@ def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Opt
 @torch.no_grad()
 def evaluate_heads(distiller: nn.Module, loader: DataLoader, device: torch.device, role: str = "student"
                    ) -> dict[str, float]:
-    """Test top-1 (%) of every head the distiller reports, the trained model's named by its role."""
+    """Test top-1 (%) of every head the distiller reports, the trained model's named by its role.
+
+    One pass over the test set: FBT's heads (student, assistant) come from one forward, not one each."""
     distiller.eval()
-    names = list(distiller.eval_logits(next(iter(loader))[0][:1].to(device)))
-    return {role if name == "student" else name: top1_accuracy(
-        lambda x, name=name: distiller.eval_logits(x.to(device))[name], loader) for name in names}
+    logits: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for images, y in loader:
+        for name, out in distiller.eval_logits(images.to(device)).items():
+            logits.setdefault(name, []).append(out.float().cpu())
+        labels.append(torch.as_tensor(y))
+    batch = torch.cat(labels)
+    return {role if name == "student" else name: top1_accuracy(lambda x: x, [(torch.cat(outs), batch)])
+            for name, outs in logits.items()}
 
 
 def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, float], live: Live | None,
