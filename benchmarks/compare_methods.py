@@ -74,10 +74,10 @@ class Budget:
 PAIRS = {
     # (A) attention teacher -> CNN student (the paper's Swin-T -> ResNet18): a Swin-T narrowed and made
     # shallower (patch 4 at 32 px: 8x8 tokens, window 4) and the smallest ConvNeXt, both fast on 2 CPU cores
-    "A": Pair("swin_tiny_patch4_window7_224", "convnext_atto", teacher_epochs=6, teacher_lr=1e-3,
+    "A": Pair("swin_tiny_patch4_window7_224", "convnext_atto", teacher_epochs=10, teacher_lr=1e-3,
               teacher_kwargs={"patch_size": 4, "embed_dim": 64, "depths": [2, 2, 2, 2], "num_heads": [2, 4, 8, 16]}),
     # (B) CNN teacher -> ViT student (the paper's ConvNeXt-T -> DeiT-T): DeiT-T at patch 8 (16 tokens), 8 blocks
-    "B": Pair("convnext_atto", "deit_tiny_patch16_224", teacher_epochs=6, teacher_lr=2e-3,
+    "B": Pair("convnext_atto", "deit_tiny_patch16_224", teacher_epochs=10, teacher_lr=2e-3,
               student_kwargs={"patch_size": 8, "depth": 8}),
 }
 BUDGETS = {
