@@ -12,6 +12,11 @@ from pipeline.models.weights import WeightsLoad
 @register("mobilenetv2_100", "mobilenetv2_050", "mobilenetv2_140")
 def build_mobilenetv2(spec: ModelSpec, weights: WeightsLoad | None) -> StagedModel:
     net = create_timm(spec, weights)
+    if weights is None:
+        # timm's TF-style init draws the classifier from U(+-1/sqrt(num_classes)), sized for 1,000 classes: at
+        # 10 the untrained logits have a std of ~5 (loss ~6.8 instead of ln 10) and a short from-scratch run
+        # spends its budget undoing that. A fresh classifier (PyTorch's init) starts near uniform.
+        net.reset_classifier(spec.num_classes)
     if is_small_input(spec):
         net.conv_stem.stride = (1, 1)  # keep resolution for 32 px inputs (CIFAR-style)
     # feature_info names the block that ends each resolution; the last four are the four stages.
