@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -43,6 +42,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """Top-1/top-5 (%), per-class top-1 (%), ECE (%) and the confusion matrix (rows = true class)."""
+    from sklearn.metrics import confusion_matrix, top_k_accuracy_score  # evaluation only: 1 s to import
+
     n = len(classes)
     predicted = probs.argmax(axis=1)
     cm = confusion_matrix(labels, predicted, labels=list(range(n)))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
 from pipeline.data import build_datasets, build_mixup, load_manifest, prepare_data
+from pipeline.data.digits import load_digits as load_pool
 from pipeline.errors import CakdError
 from pipeline.params import DataParams
 
@@ -132,3 +137,19 @@ def test_mixup_builder_follows_the_params() -> None:
     assert not torch.equal(mixed, x)
     assert target.shape == (4, 4) and torch.allclose(target.sum(dim=1), torch.ones(4))
     assert (target > 0).sum(dim=1).min() == 2  # each target blends its own class with the flipped partner's
+
+
+def test_the_digits_pool_is_exactly_scikit_learns_digits() -> None:
+    """Read from the bundled CSV (scikit-learn not imported): the same images, labels and order."""
+    pools, digits = load_pool(), load_digits()
+    expected = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    assert np.array_equal(pools.images["train"].squeeze(1).numpy(), expected)
+    assert pools.labels["train"].tolist() == digits.target.tolist()
+    assert pools.classes == [str(c) for c in digits.target_names]
+
+
+def test_training_stages_do_not_import_scikit_learn() -> None:
+    """Every stage pays its imports once per `dvc repro`: scikit-learn (~1 s) stays in prepare and evaluate."""
+    code = "import sys, pipeline.stages.train, export.commands; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
