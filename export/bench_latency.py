@@ -142,10 +142,12 @@ def _make_int8(loaded: Loaded, ctx: Context, fp32: Path) -> tuple[Path | None, s
     """Quantise as ``cakd export`` does, behind the same gate when there is a test set to gate on."""
     model, path = loaded.model, _stem(loaded, ctx).with_name(f"{_stem(loaded, ctx).name}.int8.onnx")
     if ctx.loader is None:
-        quantize_int8(fp32, path, ctx.calib_images, activations=ctx.int8_activations)
+        quantize_int8(fp32, path, ctx.calib_images, activations=ctx.int8_activations,
+                      reduce_range=ctx.export.int8_reduce_range)
     else:
         report = export_int8(fp32, path, ctx.calib_images, ctx.loader, max_accuracy_drop=ctx.export.max_accuracy_drop,
-                             min_agreement=ctx.export.min_int8_agreement, activations=ctx.int8_activations)
+                             min_agreement=ctx.export.min_int8_agreement, activations=ctx.int8_activations,
+                             reduce_range=ctx.export.int8_reduce_range)
         if report["status"] == "rejected":
             model.int8_rejected = report["reason"]
             return None, report["reason"]
@@ -177,7 +179,8 @@ def ensure_artefact(loaded: Loaded, kind: Artefact, ctx: Context) -> tuple[Path 
         return path, ("ok" if path else "rejected"), reason
     # TensorRT: symmetric activations (zero point 0) and float biases (no INT32 DequantizeLinear)
     path = quantize_int8(fp32, _stem(loaded, ctx).with_name(f"{_stem(loaded, ctx).name}.int8-trt.onnx"),
-                         ctx.calib_images, activations="int8", quantize_bias=False)
+                         ctx.calib_images, activations="int8", quantize_bias=False,
+                         reduce_range=ctx.export.int8_reduce_range)
     files[kind] = path
     return path, "ok", None
 

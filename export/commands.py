@@ -102,7 +102,7 @@ def export_command(params: Params, checkpoint: Path, manifest: Path, out_dir: Pa
                                          max_accuracy_drop=cfg.max_accuracy_drop,
                                          min_agreement=cfg.min_int8_agreement,
                                          activations="int8" if fmt == "trt" else cfg.int8_activations,
-                                         quantize_bias=fmt != "trt")
+                                         quantize_bias=fmt != "trt", reduce_range=cfg.int8_reduce_range)
         if report["int8"]["status"] == "rejected" and (cfg.strict or (fmt == "trt" and precision == "int8")):
             raise CakdError(f"{report['int8']['reason']}; no INT8 ONNX written"
                             f"{' (export.strict)' if cfg.strict else ''}")

@@ -59,10 +59,11 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch.Tensor, *,
-                  activations: Activations = "int8", quantize_bias: bool = True) -> Path:
+                  activations: Activations = "int8", quantize_bias: bool = True, reduce_range: bool = True) -> Path:
     """Write the QDQ model to ``out_path`` (atomically); ``quant_pre_process`` first runs shape
     inference and folds the graph so quantisation sees the ops that will actually execute.
-    ``quantize_bias=False`` keeps biases float: TensorRT's operator table has no INT32 DequantizeLinear."""
+    ``quantize_bias=False`` keeps biases float: TensorRT's operator table has no INT32 DequantizeLinear.
+    ``reduce_range`` quantises weights to 7 bits (see ``ExportParams.int8_reduce_range``)."""
     if len(calib_images) == 0:
         raise CakdError("INT8 calibration needs at least one image")
     out_path = Path(out_path)
@@ -76,6 +77,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: tor
             prepared, tmp, ImageCalibrationReader(calib_images),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": activations == "int8",
@@ -118,7 +120,7 @@ def int8_gate(fp32: torch.Tensor, int8: torch.Tensor, labels: torch.Tensor, *, m
 
 def export_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch.Tensor, test_loader: Loader, *,
                 max_accuracy_drop: float, min_agreement: float = 0.0, activations: Activations = "int8",
-                quantize_bias: bool = True, threads: int | None = None) -> dict:
+                quantize_bias: bool = True, reduce_range: bool = True, threads: int | None = None) -> dict:
     """Quantise and gate on the test set. A model that passes is written to ``out_path``; one that fails
     is reported with ``status: "rejected"`` and leaves no file (a stale one from an earlier run is
     removed first): a quantisation-fragile model is a property of the model, not an error."""
@@ -128,7 +130,7 @@ def export_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch
     fp32_logits, labels = logits_on(fp32_onnx, test_loader, threads)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as work:
         candidate = quantize_int8(fp32_onnx, Path(work) / out_path.name, calib_images, activations=activations,
-                                  quantize_bias=quantize_bias)
+                                  quantize_bias=quantize_bias, reduce_range=reduce_range)
         gate = int8_gate(fp32_logits, logits_on(candidate, test_loader, threads)[0], labels,
                          max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
         size = candidate.stat().st_size
@@ -136,5 +138,6 @@ def export_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch
             candidate.replace(out_path)
     ok = gate["reason"] is None
     return {"status": "ok" if ok else "rejected", **gate, "path": str(out_path) if ok else None,
-            "activations": activations, "quantize_bias": quantize_bias, "calib_images": len(calib_images),
+            "activations": activations, "quantize_bias": quantize_bias, "reduce_range": reduce_range,
+            "calib_images": len(calib_images),
             "size_bytes": size if ok else None}

@@ -186,3 +186,22 @@ def test_tensorrt_int8_form_has_symmetric_activations_and_float_biases(
 def test_calibration_needs_images(tmp_path: Path) -> None:
     with pytest.raises(CakdError, match="at least one image"):
         quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", torch.empty(0, 3, IMG, IMG))
+
+
+def _weight_codes(path: Path) -> list[np.ndarray]:
+    """The int8 weight tensors the QDQ file stores (inputs of DequantizeLinear, rank >= 2)."""
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+            and n.input[0] in inits and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim >= 2]
+
+
+def test_weights_take_seven_bits_unless_eight_are_asked_for(tmp_path: Path, digits: tuple[Dataset, Dataset],
+                                                           fp32_onnx: Path) -> None:
+    """8-bit weights saturate onnxruntime's u8 x s8 int16 sums on x86 without VNNI: the default keeps 7."""
+    train, _ = digits
+    seven = _weight_codes(quantize_int8(fp32_onnx, tmp_path / "7.onnx", calibration(train), activations="uint8"))
+    eight = _weight_codes(quantize_int8(fp32_onnx, tmp_path / "8.onnx", calibration(train), activations="uint8",
+                                        reduce_range=False))
+    assert seven and max(int(np.abs(w).max()) for w in seven) <= 64
+    assert max(int(np.abs(w).max()) for w in eight) == 127
