@@ -163,3 +163,62 @@ def test_offline_the_message_says_where_to_put_which_files(tmp_path: Path, name:
     assert time.perf_counter() - start < 10
     assert "\n" not in str(err.value)
     assert socket.getdefaulttimeout() is None  # the download timeout does not leak into the process
+
+
+def cifar_files(folder: Path, monkeypatch: pytest.MonkeyPatch, per_batch: int = 20) -> np.ndarray:
+    """CIFAR-10's python layout (five train batches, one test batch, batches.meta) holding real digits; the
+    checksums torchvision checks the unpacked files against are set to these files' own (the real ones
+    hold the real CIFAR bytes, which a test cannot ship)."""
+    import hashlib
+    import pickle
+
+    images, labels = digits_28()
+    rgb = np.repeat(np.stack([np.pad(im, 2) for im in images])[:, None], 3, axis=1)  # 32x32, 3 channels
+    base = folder / datasets.CIFAR10.base_folder
+    base.mkdir(parents=True)
+    names = [name for name, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list]
+    for i, name in enumerate(names):
+        chunk = slice(i * per_batch, (i + 1) * per_batch)
+        batch = {"data": rgb[chunk].reshape(per_batch, -1), "labels": labels[chunk].tolist()}
+        (base / name).write_bytes(pickle.dumps(batch))
+    (base / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(c) for c in range(10)]}))
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in base.iterdir()}
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [[n, md5[n]] for n, _ in datasets.CIFAR10.train_list])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [[n, md5[n]] for n, _ in datasets.CIFAR10.test_list])
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
+    return rgb[: len(names) * per_batch]
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.xz", ".tar"])
+def test_a_cifar_archive_in_any_tar_compression_is_unpacked_and_checked_by_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    import tarfile
+
+    rgb = cifar_files(tmp_path / "made", monkeypatch)
+    root = tmp_path / "data"
+    root.mkdir()
+    with tarfile.open(root / f"cifar-10-python{suffix}", "w" + {".tar.gz": ":gz", ".tar.xz": ":xz", ".tar": ""}[suffix]) as tar:
+        tar.add(tmp_path / "made" / datasets.CIFAR10.base_folder, arcname=datasets.CIFAR10.base_folder)
+
+    pools = load_torchvision("cifar10", root)
+
+    assert pools.images["train"].shape == (100, 3, 32, 32) and pools.images["test"].shape == (20, 3, 32, 32)
+    assert torch.equal(pools.images["train"], torch.from_numpy(rgb[:100]))
+    assert sorted(p.name for p in root.iterdir()) == [datasets.CIFAR10.base_folder, f"cifar-10-python{suffix}"]
+
+
+def test_an_archive_with_other_files_is_refused_in_one_line_leaving_the_root_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tarfile
+
+    cifar_files(tmp_path / "made", monkeypatch)
+    (tmp_path / "made" / datasets.CIFAR10.base_folder / "data_batch_3").write_bytes(b"not the batch")
+    root = tmp_path / "data"
+    root.mkdir()
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "made" / datasets.CIFAR10.base_folder, arcname=datasets.CIFAR10.base_folder)
+
+    with pytest.raises(CakdError, match=r"cifar-10-python\.tar\.gz unpacks, but not into cifar10's files") as err:
+        load_torchvision("cifar10", root)
+    assert "\n" not in str(err.value)
+    assert [p.name for p in root.iterdir()] == ["cifar-10-python.tar.gz"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,14 +72,45 @@ def download(name: str, root: Path) -> None:
                             "set data.root to a folder you can write") from None
 
 
+def local_archives(name: str, root: Path) -> list[Path]:
+    """``cifar-10-python.tar.gz`` and its re-compressed forms (``.tar``, ``.tar.xz``, ``.tar.bz2``, ``.tgz``...)."""
+    stem = DATASETS[name].filename.split(".tar")[0]
+    return sorted(p for p in root.glob(f"{stem}.t*") if p.is_file())
+
+
+def unpack_archive(name: str, root: Path, archive: Path) -> None:
+    """The archive a user has, in any tar compression, judged by its content, not its own checksum (which
+    re-compression changes): unpacked into a temporary folder, kept only if torchvision's checksums of
+    the unpacked files match, then moved into ``root`` in one rename."""
+    cls = DATASETS[name]
+    with tempfile.TemporaryDirectory(prefix=".cakd-unpack-", dir=root) as tmp:
+        try:
+            with tarfile.open(archive) as tar:  # detects gzip, bzip2, xz or none
+                tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise CakdError(f"{archive} cannot be unpacked ({type(err).__name__}: {err})") from None
+        try:
+            for train in (True, False):
+                cls(tmp, train=train, download=False)
+        except RuntimeError:
+            raise CakdError(f"{archive} unpacks, but not into {name}'s files: {cls.base_folder}/ is missing or "
+                            f"its files differ from torchvision's checksums") from None
+        (Path(tmp) / cls.base_folder).rename(root / cls.base_folder)
+
+
 def open_split(name: str, root: Path, train: bool) -> datasets.VisionDataset:
-    """CIFAR: the files on disk if torchvision accepts them; otherwise one download, bounded in time."""
+    """CIFAR: the unpacked files if torchvision accepts them; else an archive of them the user has; else one
+    download, bounded in time."""
     cls = DATASETS[name]
     try:
         return cls(str(root), train=train, download=False)
     except RuntimeError:
         pass  # not on disk yet (torchvision's "Dataset not found" error)
-    download(name, root)
+    archives = local_archives(name, root) if root.is_dir() and not (root / cls.base_folder).exists() else []
+    if archives:
+        unpack_archive(name, root, archives[0])
+    else:
+        download(name, root)
     return cls(str(root), train=train, download=False)
 
 
