@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.data.pools import Pools
+from pipeline.errors import CakdError
 
 
 def bundled_digits_file() -> Path:
@@ -21,8 +22,11 @@ def bundled_digits_file() -> Path:
 
 def load_digits() -> Pools:
     """One pool (grey ``1x8x8`` uint8) serving both splits; the split itself is stored in the manifest."""
-    with gzip.open(bundled_digits_file(), "rt") as rows:
-        table = np.loadtxt(rows, delimiter=",")  # 64 pixel columns (0..16), then the label
+    try:
+        with gzip.open(bundled_digits_file(), "rt") as rows:
+            table = np.loadtxt(rows, delimiter=",")  # 64 pixel columns (0..16), then the label
+    except (OSError, ValueError) as err:
+        raise CakdError(f"scikit-learn's bundled digits cannot be read ({err}); reinstall scikit-learn") from None
     # pixel values are 0..16: stretch to 0..255 so the usual uint8 image pipeline applies
     pixels = np.rint(table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
     images = torch.from_numpy(pixels).unsqueeze(1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 from pipeline.data.idx import find_idx, read_idx_split
 from pipeline.data.pools import Pools
@@ -80,22 +81,21 @@ def local_archives(name: str, root: Path) -> list[Path]:
 
 def unpack_archive(name: str, root: Path, archive: Path) -> None:
     """The archive a user has, in any tar compression, judged by its content, not its own checksum (which
-    re-compression changes): unpacked into a temporary folder, kept only if torchvision's checksums of
-    the unpacked files match, then moved into ``root`` in one rename."""
+    re-compression changes): unpacked into a temporary folder, kept only if every unpacked file matches
+    torchvision's checksum for it, then moved into ``root`` in one rename."""
     cls = DATASETS[name]
-    with tempfile.TemporaryDirectory(prefix=".cakd-unpack-", dir=root) as tmp:
-        try:
+    expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    try:
+        with tempfile.TemporaryDirectory(prefix=".cakd-unpack-", dir=root) as tmp:
             with tarfile.open(archive) as tar:  # detects gzip, bzip2, xz or none
                 tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise CakdError(f"{archive} cannot be unpacked ({type(err).__name__}: {err})") from None
-        try:
-            for train in (True, False):
-                cls(tmp, train=train, download=False)
-        except RuntimeError:
-            raise CakdError(f"{archive} unpacks, but not into {name}'s files: {cls.base_folder}/ is missing or "
-                            f"its files differ from torchvision's checksums") from None
-        (Path(tmp) / cls.base_folder).rename(root / cls.base_folder)
+            unpacked = Path(tmp) / cls.base_folder
+            if not all(check_integrity(str(unpacked / fname), md5) for fname, md5 in expected):
+                raise CakdError(f"{archive} unpacks, but not into {name}'s files: {cls.base_folder}/ is missing "
+                                f"or its files differ from torchvision's checksums")
+            unpacked.rename(root / cls.base_folder)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise CakdError(f"{archive} cannot be unpacked into {root} ({type(err).__name__}: {err})") from None
 
 
 def open_split(name: str, root: Path, train: bool) -> datasets.VisionDataset:
