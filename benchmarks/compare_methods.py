@@ -35,13 +35,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from cakd.pipeline.distill import build_distiller
+from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.models import ModelSpec, create_model
+from cakd.pipeline.params import Params, load_params
 from rich.console import Console
 from rich.table import Table
-
-from pipeline.distill import build_distiller
-from pipeline.fileio import read_json, write_json
-from pipeline.models import ModelSpec, create_model
-from pipeline.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("ce", "kd", "dkd", "fitnet", "ofa", "fbt")
@@ -107,7 +106,7 @@ def cakd(args: list[str], log: Path, threads: int) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with log.open("w") as out:
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+        done = subprocess.run([sys.executable, "-m", "cakd.pipeline.cli", *args], stdout=out, stderr=subprocess.STDOUT,
                               env=env, cwd=ROOT)
     if done.returncode != 0:
         last = log.read_text().strip().splitlines()[-1:] or ["(no output)"]

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cakd.export.commands import bench_latency_command
+from cakd.pipeline.fileio import write_json
+from cakd.pipeline.params import load_params
 from rich.console import Console
-
-from export.commands import bench_latency_command
-from pipeline.fileio import write_json
-from pipeline.params import load_params
 
 TARGETS = {"ort_fp32_vs_torch_b1": "<= 0.2", "ort_int8_vs_fp32_b64": "<= 0.7", "openvino_int8_vs_fp32_b64": "<= 0.7",
            "ort_int8_top1_drop": "<= 1.0", "openvino_int8_top1_drop": "<= 1.0", "teacher_vs_student_ort_b1": ">= 5"}

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-
-from pipeline.metrics import top1_accuracy
+from cakd.pipeline.metrics import top1_accuracy
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Key = tuple[str, str, str]  # (model label, runtime, precision)

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-
-from export.runtimes import Artefact, is_quantized
-from pipeline.errors import CakdError
-from pipeline.fileio import file_hash, read_json
+from cakd.export.runtimes import Artefact, is_quantized
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import file_hash, read_json
 
 SUFFIXES = (".pt", ".pth", ".onnx")
 

@@ -21,17 +21,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from cakd.export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from cakd.export.bench_inputs import Model
+from cakd.export.int8 import Activations, export_int8, quantize_int8
+from cakd.export.onnx_export import export_onnx
+from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import load_model
+from cakd.pipeline.params import ExportParams
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
-from export.bench_inputs import Model
-from export.int8 import Activations, export_int8, quantize_int8
-from export.onnx_export import export_onnx
-from export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from pipeline.errors import CakdError
-from pipeline.models import load_model
-from pipeline.params import ExportParams
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile

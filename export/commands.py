@@ -10,24 +10,23 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from cakd.export.bench_inputs import resolve
+from cakd.export.bench_latency import Context, pinned_threads, run_bench
+from cakd.export.int8 import export_int8
+from cakd.export.onnx_export import export_onnx, variant_path
+from cakd.export.report import picks, print_table, write_csv, write_pareto_plot
+from cakd.export.runtimes import RUNTIMES, Settings
+from cakd.export.sysinfo import load_average, load_warning, system_info
+from cakd.export.tensorrt import build_engine
+from cakd.pipeline.data import build_datasets, load_manifest
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import file_hash, read_json, remove_outputs, write_json
+from cakd.pipeline.models import load_model
+from cakd.pipeline.params import Params
+from cakd.pipeline.ui import console
 from rich.markup import escape
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
-
-from export.bench_inputs import resolve
-from export.bench_latency import Context, pinned_threads, run_bench
-from export.int8 import export_int8
-from export.onnx_export import export_onnx, variant_path
-from export.report import picks, print_table, write_csv, write_pareto_plot
-from export.runtimes import RUNTIMES, Settings
-from export.sysinfo import load_average, load_warning, system_info
-from export.tensorrt import build_engine
-from pipeline.data import build_datasets, load_manifest
-from pipeline.errors import CakdError
-from pipeline.fileio import file_hash, read_json, remove_outputs, write_json
-from pipeline.models import load_model
-from pipeline.params import Params
-from pipeline.ui import console
 
 EVAL_BATCH = 64
 SKIPPED_INT8 = {"status": "skipped", "reason": "INT8 not requested (export.int8 / --int8)", "top1": None,

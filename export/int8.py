@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from cakd.export.runtimes import INPUT_NAME, ort_runner
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import atomic_path, remove_outputs
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-
-from export.runtimes import INPUT_NAME, ort_runner
-from pipeline.errors import CakdError
-from pipeline.fileio import atomic_path, remove_outputs
 
 Activations = Literal["int8", "uint8"]
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]

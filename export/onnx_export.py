@@ -13,12 +13,11 @@ from pathlib import Path
 import onnx
 import onnxslim
 import torch
+from cakd.export.runtimes import INPUT_NAME, OUTPUT_NAME, ort_runner, predict_batched
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import atomic_path, remove_outputs
 from onnxconverter_common import float16
 from torch import nn
-
-from export.runtimes import INPUT_NAME, OUTPUT_NAME, ort_runner, predict_batched
-from pipeline.errors import CakdError
-from pipeline.fileio import atomic_path, remove_outputs
 
 
 def variant_path(onnx_path: str | Path, variant: str) -> Path:

@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
-from export.runtimes import Runner, Session, Settings
+from cakd.export.runtimes import Runner, Session, Settings
 
 
 def openvino_unavailable() -> str | None:

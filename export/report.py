@@ -10,12 +10,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from cakd.pipeline.fileio import atomic_path, write_text  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-from pipeline.fileio import atomic_path, write_text  # noqa: E402
 
 COLUMNS = ["model", "runtime", "precision", "batch_size", "status", "p50_ms", "p50_round_min_ms",
            "p50_round_max_ms", "p90_ms", "p99_ms", "mean_ms", "runs", "throughput_ips", "top1", "max_abs_diff",

@@ -17,9 +17,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from cakd.pipeline.errors import CakdError
 from torch import nn
-
-from pipeline.errors import CakdError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -153,14 +152,14 @@ def _no_cuda_ort() -> str | None:
 def _openvino(attr: str) -> Callable:
     """A function of export/openvino.py, imported only when used (OpenVINO is an optional extra)."""
     def call(*args: object) -> object:
-        from export import openvino
+        from cakd.export import openvino
         return getattr(openvino, attr)(*args)
     return call
 
 
 def _tensorrt(attr: str) -> Callable:
     def call(*args: object) -> object:
-        from export import tensorrt
+        from cakd.export import tensorrt
         return getattr(tensorrt, attr)(*args)
     return call
 

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-from export.runtimes import INPUT_NAME, Precision, Runner, Session
-from pipeline.errors import CakdError
-from pipeline.fileio import atomic_path, write_json, write_text
+from cakd.export.runtimes import INPUT_NAME, Precision, Runner, Session
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import atomic_path, write_json, write_text
 
 
 def tensorrt_unavailable() -> str | None:

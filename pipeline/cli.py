@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from pipeline import layout
-from pipeline.errors import CakdError
-from pipeline.params import KnownNames, Params, load_params
+from cakd.pipeline import layout
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.params import KnownNames, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")
@@ -33,7 +32,7 @@ DATA = layout.MANIFEST
 
 def _print_version(value: bool) -> None:
     if value:
-        from pipeline import __version__
+        from cakd.pipeline import __version__
 
         print(f"cakd {__version__}")
         raise typer.Exit()
@@ -47,10 +46,10 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
 
 def known_names() -> KnownNames:
     """The names params.yaml may use, from their owners: models, distillation methods, data sources, runtimes."""
-    from export.runtimes import RUNTIMES
-    from pipeline.data import available_sources
-    from pipeline.distill import METHODS
-    from pipeline.models import available_models
+    from cakd.export.runtimes import RUNTIMES
+    from cakd.pipeline.data import available_sources
+    from cakd.pipeline.distill import METHODS
+    from cakd.pipeline.models import available_models
 
     return {"models": available_models(), "methods": list(METHODS), "datasets": available_sources(),
             "runtimes": list(RUNTIMES)}
@@ -64,7 +63,7 @@ def _params(path: Path, overrides: list[str] | None, student: str | None = None)
 def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             out: Path = Path("artifacts/data")) -> None:
     """Scan and validate the dataset; write the manifest later stages read."""
-    from pipeline.stages import prepare as stage
+    from cakd.pipeline.stages import prepare as stage
 
     stage.run(_params(params, set_), out)
 
@@ -74,7 +73,7 @@ def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = 
                   data: Path = DATA, out: Path = layout.TEACHER_DIR, metrics: MetricsOption = None,
                   resume: ResumeOption = False) -> None:
     """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
-    from pipeline.stages import train as stage
+    from cakd.pipeline.stages import train as stage
 
     stage.run("teacher", _params(params, set_), data, out, resume=resume, metrics_path=metrics or out / "metrics.json")
 
@@ -87,7 +86,7 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
             method: Annotated[str | None, typer.Option(help="override distill.method")] = None,
             metrics: MetricsOption = None, resume: ResumeOption = False) -> None:
     """Distill the teacher into the student (method 'ce' trains the student alone: the baseline)."""
-    from pipeline.stages import train as stage
+    from cakd.pipeline.stages import train as stage
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
     cfg = _params(params, overrides, student)
@@ -107,7 +106,7 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
              out: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/eval")] = None,
              metrics: MetricsOption = None) -> None:
     """Top-1/top-5, per-class accuracy, calibration and confusion matrices; the gain over the baseline."""
-    from pipeline.stages import evaluate as stage
+    from cakd.pipeline.stages import evaluate as stage
 
     cfg = _params(params, set_, student)
     name = cfg.student_name
@@ -137,7 +136,7 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            strict: Annotated[bool, typer.Option("--strict", help="a rejected INT8 is an error, not a note "
                                                 "in export.json (export.strict)")] = False) -> None:
     """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
-    from export.commands import export_command
+    from cakd.export.commands import export_command
 
     cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []), student)
     checkpoint = checkpoint or layout.student_dir(cfg.student_name, "distill") / "model.pt"
@@ -158,7 +157,7 @@ def bench_latency(models: Annotated[list[str], typer.Argument(
                   = None
                   ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
-    from export.commands import bench_latency_command
+    from cakd.export.commands import bench_latency_command
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
     bench_latency_command(_params(params, overrides), models, out, data)
@@ -171,7 +170,7 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             exports: Annotated[Path, typer.Option(help="folder of the export/NAME folders")] = layout.EXPORTS,
             bench: Path = layout.BENCH_JSON, out: Path = layout.SUMMARY) -> None:
     """The pipeline's closing table: per student accuracy, gain, parity and INT8; what to deploy per runtime."""
-    from pipeline.stages import summary as stage
+    from cakd.pipeline.stages import summary as stage
 
     # it only restates reports: params' names need no check here, and checking them imports every owner (~4 s)
     students = {name: student.model for name, student in load_params(params, set_ or []).students.items()}

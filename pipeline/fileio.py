@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from pipeline.errors import CakdError
+from cakd.pipeline.errors import CakdError
 
 
 @contextmanager

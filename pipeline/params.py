@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from cakd.pipeline.errors import CakdError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,8 +21,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from pipeline.errors import CakdError
 
 # The names a params file may use for these keys belong to their owners (the model registry, the
 # distillation methods, the data sources). The CLI passes them in as pydantic's validation context,

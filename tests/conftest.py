@@ -46,7 +46,7 @@ def write_params(path: Path, params: dict) -> Path:
 def run_cakd(*args: str, cwd: Path, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``cakd`` command line in a subprocess (exit codes and stderr as a user sees them)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cakd.pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"cakd {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -56,7 +56,7 @@ def run_cakd(*args: str, cwd: Path, check: bool = False, timeout: float = 300) -
 def run_cakd_here(args: list[str], cwd: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
                   ) -> tuple[int, str]:
     """Run ``cakd`` in this process (fast): returns (exit code, stderr)."""
-    from pipeline.cli import main
+    from cakd.pipeline.cli import main
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["cakd", *args])

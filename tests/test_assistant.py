@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pipeline.distill import build_distiller
-from pipeline.distill.assistant import build_fused_assistant
-from pipeline.errors import CakdError
-from pipeline.models import ModelSpec, create_model
-from pipeline.models.base import StagedModel, StageShape
-from pipeline.params import DistillParams
+from cakd.pipeline.distill import build_distiller
+from cakd.pipeline.distill.assistant import build_fused_assistant
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import ModelSpec, create_model
+from cakd.pipeline.models.base import StagedModel, StageShape
+from cakd.pipeline.params import DistillParams
 
 torch.set_num_threads(1)
 

@@ -11,21 +11,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cakd.export.bench_inputs import resolve, unique_labels
+from cakd.export.bench_latency import Context, ensure_artefact, latency_stats, load
+from cakd.export.commands import bench_latency_command, export_command
+from cakd.export.int8 import quantize_int8
+from cakd.export.onnx_export import export_onnx
+from cakd.export.report import pareto_front, pick_for
+from cakd.export.runtimes import RUNTIMES, Settings
+from cakd.pipeline.cli import known_names
+from cakd.pipeline.data import build_datasets, load_manifest, prepare_data
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import ModelSpec, create_model, load_model, save_model
+from cakd.pipeline.params import Params
 from onnx import numpy_helper
 from torch.utils.data import Dataset
 
-from export.bench_inputs import resolve, unique_labels
-from export.bench_latency import Context, ensure_artefact, latency_stats, load
-from export.commands import bench_latency_command, export_command
-from export.int8 import quantize_int8
-from export.onnx_export import export_onnx
-from export.report import pareto_front, pick_for
-from export.runtimes import RUNTIMES, Settings
-from pipeline.cli import known_names
-from pipeline.data import build_datasets, load_manifest, prepare_data
-from pipeline.errors import CakdError
-from pipeline.models import ModelSpec, create_model, load_model, save_model
-from pipeline.params import Params
 from tests.conftest import run_cakd_here, write_params
 from tests.test_export_int8 import _activation_zero_points, int32_dequantize_nodes
 

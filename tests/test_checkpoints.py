@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import load_torch
 
-from pipeline.errors import CakdError
-from pipeline.fileio import load_torch
 from tests.conftest import run_cakd_here, tiny_params, write_params
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.params import apply_override, load_params
 
-from pipeline.errors import CakdError
-from pipeline.params import apply_override, load_params
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -77,7 +77,7 @@ def test_missing_teacher_checkpoint_is_one_line(project: Path, capsys, monkeypat
 
 
 def help_text(command: str, capsys, monkeypatch) -> str:
-    from pipeline.cli import main
+    from cakd.pipeline.cli import main
 
     monkeypatch.setattr(sys, "argv", ["cakd", command, "--help"])
     with pytest.raises(SystemExit) as exit_info:
@@ -87,7 +87,7 @@ def help_text(command: str, capsys, monkeypatch) -> str:
 
 
 def test_version(tmp_path: Path) -> None:
-    from pipeline import __version__
+    from cakd.pipeline import __version__
 
     proc = run_cakd("--version", cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (0, f"cakd {__version__}\n")

@@ -8,16 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
+from cakd.pipeline.data import build_datasets, build_mixup, load_manifest, prepare_data
+from cakd.pipeline.data.digits import load_digits as load_pool
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.params import DataParams
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
-
-from pipeline.data import build_datasets, build_mixup, load_manifest, prepare_data
-from pipeline.data.digits import load_digits as load_pool
-from pipeline.errors import CakdError
-from pipeline.params import DataParams
 
 torch.set_num_threads(2)
 

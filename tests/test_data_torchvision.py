@@ -14,14 +14,13 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
+from cakd.pipeline.data import build_datasets, prepare_data
+from cakd.pipeline.data.torchvision_sets import load_torchvision
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.params import DataParams
 from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision import datasets
-
-from pipeline.data import build_datasets, prepare_data
-from pipeline.data.torchvision_sets import load_torchvision
-from pipeline.errors import CakdError
-from pipeline.params import DataParams
 
 torch.set_num_threads(2)
 
@@ -197,7 +196,8 @@ def test_a_cifar_archive_in_any_tar_compression_is_unpacked_and_checked_by_conte
     rgb = cifar_files(tmp_path / "made", monkeypatch)
     root = tmp_path / "data"
     root.mkdir()
-    with tarfile.open(root / f"cifar-10-python{suffix}", "w" + {".tar.gz": ":gz", ".tar.xz": ":xz", ".tar": ""}[suffix]) as tar:
+    mode = "w" + {".tar.gz": ":gz", ".tar.xz": ":xz", ".tar": ""}[suffix]
+    with tarfile.open(root / f"cifar-10-python{suffix}", mode) as tar:
         tar.add(tmp_path / "made" / datasets.CIFAR10.base_folder, arcname=datasets.CIFAR10.base_folder)
 
     pools = load_torchvision("cifar10", root)

@@ -32,7 +32,7 @@ from pathlib import Path
 before, roots = set(sys.modules), [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]
 import torch
 from torch import nn
-from export.onnx_export import export_onnx
+from cakd.export.onnx_export import export_onnx
 model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
 export_onnx(model, sys.argv[1], img_size=8, opset=18, parity_images=torch.rand(2, 3, 8, 8), atol=1e-4)
 owners = set()
@@ -77,7 +77,7 @@ def requirement_closure(roots: list[Requirement]) -> set[str]:
 
 
 def third_party(modules: set[str]) -> set[str]:
-    return {m for m in modules if m not in sys.stdlib_module_names and m not in PACKAGES and not m.startswith("_")}
+    return {m for m in modules if m not in sys.stdlib_module_names and m != "cakd" and not m.startswith("_")}
 
 
 def imported_modules() -> set[str]:

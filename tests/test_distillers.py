@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from pipeline.distill import METHODS, build_distiller
-from pipeline.distill.base import to_nchw
-from pipeline.distill.fbt import FBT
-from pipeline.distill.losses import dkd_loss, kd_loss, ofa_loss
-from pipeline.errors import CakdError
-from pipeline.models import ModelSpec, create_model
-from pipeline.models.base import ModelOutput, StagedModel
-from pipeline.params import DistillParams, FBTParams
+from cakd.pipeline.distill import METHODS, build_distiller
+from cakd.pipeline.distill.base import to_nchw
+from cakd.pipeline.distill.fbt import FBT
+from cakd.pipeline.distill.losses import dkd_loss, kd_loss, ofa_loss
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import ModelSpec, create_model
+from cakd.pipeline.models.base import ModelOutput, StagedModel
+from cakd.pipeline.params import DistillParams, FBTParams
 
 torch.set_num_threads(1)
 

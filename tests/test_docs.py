@@ -7,9 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from export.tensorrt import write_trtexec_script
-from pipeline.params import ExportParams
+from cakd.export.tensorrt import write_trtexec_script
+from cakd.pipeline.params import ExportParams
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -9,18 +9,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cakd.export.bench_latency import pinned_threads
+from cakd.export.int8 import export_int8, int8_gate, quantize_int8
+from cakd.export.onnx_export import export_onnx
+from cakd.export.runtimes import is_quantized, ort_runner, ort_session
+from cakd.pipeline.data import build_datasets, prepare_data
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.metrics import top1_accuracy
+from cakd.pipeline.params import DataParams
 from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-from export.bench_latency import pinned_threads
-from export.int8 import export_int8, int8_gate, quantize_int8
-from export.onnx_export import export_onnx
-from export.runtimes import is_quantized, ort_runner, ort_session
-from pipeline.data import build_datasets, prepare_data
-from pipeline.errors import CakdError
-from pipeline.metrics import top1_accuracy
-from pipeline.params import DataParams
 
 IMG = 16
 

@@ -8,12 +8,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cakd.export.onnx_export import export_onnx, variant_path
+from cakd.export.runtimes import ort_session
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import ModelSpec, create_model
 from torch import nn
-
-from export.onnx_export import export_onnx, variant_path
-from export.runtimes import ort_session
-from pipeline.errors import CakdError
-from pipeline.models import ModelSpec, create_model
 
 IMG = 16
 

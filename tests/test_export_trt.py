@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from export.commands import export_command
-from export.tensorrt import build_engine, profile_shapes, tensorrt_unavailable, trtexec_command
-from pipeline.data import prepare_data
-from pipeline.errors import CakdError
-from pipeline.models import ModelSpec, create_model, save_model
-from pipeline.params import Params
+from cakd.export.commands import export_command
+from cakd.export.tensorrt import build_engine, profile_shapes, tensorrt_unavailable, trtexec_command
+from cakd.pipeline.data import prepare_data
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import ModelSpec, create_model, save_model
+from cakd.pipeline.params import Params
 
 without_tensorrt = pytest.mark.skipif(
     tensorrt_unavailable() is None, reason="TensorRT and a CUDA GPU are present: the fallback path does not apply")

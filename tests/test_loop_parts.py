@@ -6,15 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from rich.progress import Progress
-from torch.utils.data import TensorDataset
-
-from pipeline.distill import build_distiller
-from pipeline.errors import CakdError
-from pipeline.metrics import top1_accuracy
-from pipeline.models import ModelSpec, create_model
-from pipeline.params import TrainParams
-from pipeline.training.loop import (
+from cakd.pipeline.distill import build_distiller
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.metrics import top1_accuracy
+from cakd.pipeline.models import ModelSpec, create_model
+from cakd.pipeline.params import TrainParams
+from cakd.pipeline.training.loop import (
     Run,
     RunState,
     build_loaders,
@@ -25,7 +22,9 @@ from pipeline.training.loop import (
     restore,
     train_one_epoch,
 )
-from pipeline.training.runtime import Runtime
+from cakd.pipeline.training.runtime import Runtime
+from rich.progress import Progress
+from torch.utils.data import TensorDataset
 
 CPU = Runtime(torch.device("cpu"))
 

@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
-
-from pipeline.models import ModelSpec, create_model
-from pipeline.models.registry import registered_names
+from cakd.pipeline.models import ModelSpec, create_model
+from cakd.pipeline.models.registry import registered_names
 
 torch.set_num_threads(1)
 
 SLIM = {  # the families' own default widths, narrowed only where the full model is slow on a CPU
     "convnext_tiny": {"dims": (32, 64, 128, 256)}, "swin_small_patch4_window7_224": {"embed_dim": 48},
-    "vit_small_patch16_224": {"embed_dim": 96, "num_heads": 3}, "deit_small_patch16_224": {"embed_dim": 96, "num_heads": 3},
+    "vit_small_patch16_224": {"embed_dim": 96, "num_heads": 3},
+    "deit_small_patch16_224": {"embed_dim": 96, "num_heads": 3},
     "resnet50": {}, "resnet34": {},
 }
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from cakd.pipeline.models import load_model, model_from_params
+from cakd.pipeline.params import ModelParams
 from safetensors.torch import save_file
 
-from pipeline.models import load_model, model_from_params
-from pipeline.params import ModelParams
 from tests.conftest import TINY_VIT, run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -120,7 +120,7 @@ def test_pretrained_offline_uses_the_local_cache_or_says_it_lacks_it(project: Pa
     tmp_path = project
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code = ("from pipeline.models import model_from_params; from pipeline.params import ModelParams; "
+    code = ("from cakd.pipeline.models import model_from_params; from cakd.pipeline.params import ModelParams; "
             "m, s = model_from_params(ModelParams(model='resnet10t', pretrained=True), 10, 72); print(s.report)")
     write_params(tmp_path / "params.yaml", tiny_params(teacher={"model": "resnet10t", "pretrained": True,
                                                                  "kwargs": {}}))
@@ -146,8 +146,8 @@ def test_params_layer_imports_no_model_code() -> None:
                                                   ("data.name=imagenet22k", "data source 'imagenet22k'")])
 def test_allowed_names_come_from_their_owners(tmp_path: Path, override: str, owner: str, capsys, monkeypatch
                                               ) -> None:
-    from pipeline.data import available_sources
-    from pipeline.distill import METHODS
+    from cakd.pipeline.data import available_sources
+    from cakd.pipeline.distill import METHODS
 
     write_params(tmp_path / "params.yaml", tiny_params())
     code, err = run_cakd_here(["train-teacher", "-S", override], tmp_path, capsys, monkeypatch)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cakd.pipeline.fileio import load_torch
+from cakd.pipeline.models import load_model
+from cakd.pipeline.training.runtime import weights_digest
 
-from pipeline.fileio import load_torch
-from pipeline.models import load_model
-from pipeline.training.runtime import weights_digest
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -43,8 +43,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(project: Path) -> Non
     run_cakd("train-teacher", "--out", "full", cwd=project, check=True)
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train-teacher", "--out", "killed"], cwd=project,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "cakd.pipeline.cli", "train-teacher", "--out", "killed"],
+                            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = project / "killed/checkpoint.pt"
     deadline = time.time() + 240
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -82,7 +82,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(project: Pa
 def test_torchrun_two_gloo_processes_end_with_identical_weights(project: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "pipeline.cli", "train-teacher",
+        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "cakd.pipeline.cli", "train-teacher",
          "-S", "train.epochs=1", "-S", "train.batch_size=16"],
         cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cakd.pipeline.data.datasets import ImageFileDataset, TensorImageDataset
+from cakd.pipeline.data.manifest import check_manifest
+from cakd.pipeline.data.pools import Pools
+from cakd.pipeline.data.sources import load_pools
+from cakd.pipeline.data.transforms import build_transform, to_size
+from cakd.pipeline.params import DataParams
 from torch.utils.data import Dataset
-
-from pipeline.data.datasets import ImageFileDataset, TensorImageDataset
-from pipeline.data.manifest import check_manifest
-from pipeline.data.pools import Pools
-from pipeline.data.sources import load_pools
-from pipeline.data.transforms import build_transform, to_size
-from pipeline.params import DataParams
 
 # In-memory sources are resized once up front when the result stays below this; larger ones (e.g. CIFAR
 # at 224 px, ~9 GB) are resized per item instead.

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from pipeline.data.pools import Pools
-from pipeline.errors import CakdError
+from cakd.pipeline.data.pools import Pools
+from cakd.pipeline.errors import CakdError
 
 
 def bundled_digits_file() -> Path:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from pipeline.errors import CakdError
+from cakd.pipeline.errors import CakdError
 
 # Compression by its magic bytes, whatever the file is called.
 DECOMPRESSORS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {

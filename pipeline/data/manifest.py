@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import CakdError
-from pipeline.fileio import read_json
-from pipeline.params import DataParams
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import read_json
+from cakd.pipeline.params import DataParams
 
 REQUIRED = ("source", "params", "seed", "classes", "num_classes", "img_size", "mean", "std", "counts",
             "content_hash", "splits")

@@ -6,9 +6,8 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
-
-from pipeline.data.stats import ChannelStats
-from pipeline.data.transforms import to_size
+from cakd.pipeline.data.stats import ChannelStats
+from cakd.pipeline.data.transforms import to_size
 
 
 @dataclass

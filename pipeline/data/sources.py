@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.data.digits import load_digits
-from pipeline.data.pools import Pools
-from pipeline.data.torchvision_sets import DATASETS, load_torchvision
-from pipeline.params import DataParams
+from cakd.pipeline.data.digits import load_digits
+from cakd.pipeline.data.pools import Pools
+from cakd.pipeline.data.torchvision_sets import DATASETS, load_torchvision
+from cakd.pipeline.params import DataParams
 
 
 def available_sources() -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from pipeline.errors import CakdError
+from cakd.pipeline.errors import CakdError
 
 
 class ChannelStats:

@@ -12,12 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from cakd.pipeline.data.idx import find_idx, read_idx_split
+from cakd.pipeline.data.pools import Pools
+from cakd.pipeline.errors import CakdError
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
-
-from pipeline.data.idx import find_idx, read_idx_split
-from pipeline.data.pools import Pools
-from pipeline.errors import CakdError
 
 DATASETS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
             "fashion-mnist": datasets.FashionMNIST}

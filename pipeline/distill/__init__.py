@@ -6,17 +6,17 @@ baselines; ``fbt`` is the paper's method (fused assistant + InfoNCE + OFA).
 
 from __future__ import annotations
 
-from pipeline.distill.assistant import FusedAssistant, build_fused_assistant
-from pipeline.distill.base import Distiller
-from pipeline.distill.ce import CE
-from pipeline.distill.dkd import DKD
-from pipeline.distill.fbt import FBT, load_assistant
-from pipeline.distill.fitnet import FitNet
-from pipeline.distill.kd import KD
-from pipeline.distill.ofa import OFA
-from pipeline.errors import CakdError
-from pipeline.models.base import StagedModel
-from pipeline.params import DistillParams
+from cakd.pipeline.distill.assistant import FusedAssistant, build_fused_assistant
+from cakd.pipeline.distill.base import Distiller
+from cakd.pipeline.distill.ce import CE
+from cakd.pipeline.distill.dkd import DKD
+from cakd.pipeline.distill.fbt import FBT, load_assistant
+from cakd.pipeline.distill.fitnet import FitNet
+from cakd.pipeline.distill.kd import KD
+from cakd.pipeline.distill.ofa import OFA
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models.base import StagedModel
+from cakd.pipeline.params import DistillParams
 
 METHODS: dict[str, type[Distiller]] = {cls.name: cls for cls in (CE, KD, DKD, FitNet, OFA, FBT)}
 

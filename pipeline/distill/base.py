@@ -12,12 +12,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import save_torch
+from cakd.pipeline.models.base import ModelOutput, StagedModel, StageShape
+from cakd.pipeline.params import DistillParams
 from torch import Tensor, nn
-
-from pipeline.errors import CakdError
-from pipeline.fileio import save_torch
-from pipeline.models.base import ModelOutput, StagedModel, StageShape
-from pipeline.params import DistillParams
 
 
 class Distiller(nn.Module, metaclass=ABCMeta):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from cakd.pipeline.distill.base import Distiller
+from cakd.pipeline.models.base import StagedModel
+from cakd.pipeline.params import DistillParams
 from torch import Tensor
-
-from pipeline.distill.base import Distiller
-from pipeline.models.base import StagedModel
-from pipeline.params import DistillParams
 
 
 class CE(Distiller):

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from cakd.pipeline.distill.base import Distiller, hard_labels
+from cakd.pipeline.distill.losses import dkd_loss
 from torch import Tensor
-
-from pipeline.distill.base import Distiller, hard_labels
-from pipeline.distill.losses import dkd_loss
 
 
 class DKD(Distiller):

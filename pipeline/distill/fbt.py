@@ -18,15 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn.functional as F
+from cakd.pipeline.distill.assistant import FusedAssistant, build_fused_assistant
+from cakd.pipeline.distill.base import Distiller, one_hot
+from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, ofa_loss
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import load_torch
+from cakd.pipeline.models.base import ModelOutput, StagedModel
+from cakd.pipeline.params import DistillParams
 from torch import Tensor, nn
-
-from pipeline.distill.assistant import FusedAssistant, build_fused_assistant
-from pipeline.distill.base import Distiller, one_hot
-from pipeline.distill.losses import FeatureMSE, InfoNCE, ofa_loss
-from pipeline.errors import CakdError
-from pipeline.fileio import load_torch
-from pipeline.models.base import ModelOutput, StagedModel
-from pipeline.params import DistillParams
 
 
 class FBT(Distiller):

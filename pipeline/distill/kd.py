@@ -4,10 +4,9 @@ weight * KL(softmax(p_T / t) || softmax(p_S / t)) * t^2, batch mean (the weights
 from __future__ import annotations
 
 import torch.nn.functional as F
+from cakd.pipeline.distill.base import Distiller
+from cakd.pipeline.distill.losses import kd_loss
 from torch import Tensor
-
-from pipeline.distill.base import Distiller
-from pipeline.distill.losses import kd_loss
 
 
 class KD(Distiller):

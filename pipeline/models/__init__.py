@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import CakdError
-from pipeline.fileio import load_torch, save_torch
-from pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
-from pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
-from pipeline.models.registry import builder_for, registered_names
-from pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file, sha256_of
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import load_torch, save_torch
+from cakd.pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
+from cakd.pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
+from cakd.pipeline.models.registry import builder_for, registered_names
+from cakd.pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file, sha256_of
 
 if TYPE_CHECKING:
-    from pipeline.params import ModelParams
+    from cakd.pipeline.params import ModelParams
 
 __all__ = ["ModelOutput", "ModelSource", "ModelSpec", "StageShape", "StagedModel", "WeightsLoad", "available_models",
            "create_model",

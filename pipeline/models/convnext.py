@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.models.base import Head, ModelSpec, StagedModel
-from pipeline.models.pieces import PreLogits, detach_classifier
-from pipeline.models.registry import create_timm, is_small_input, register
-from pipeline.models.weights import WeightsLoad
+from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
+from cakd.pipeline.models.pieces import PreLogits, detach_classifier
+from cakd.pipeline.models.registry import create_timm, is_small_input, register
+from cakd.pipeline.models.weights import WeightsLoad
 
 
 @register("convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny")

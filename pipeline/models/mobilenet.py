@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
+from cakd.pipeline.models.registry import create_timm, is_small_input, register
+from cakd.pipeline.models.weights import WeightsLoad
 from torch import nn
-
-from pipeline.models.base import Head, ModelSpec, StagedModel
-from pipeline.models.registry import create_timm, is_small_input, register
-from pipeline.models.weights import WeightsLoad
 
 
 @register("mobilenetv2_100", "mobilenetv2_050", "mobilenetv2_140")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import timm
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models.base import ModelSpec, StagedModel
+from cakd.pipeline.models.weights import WeightsLoad, load_into
 from torch import nn
-
-from pipeline.errors import CakdError
-from pipeline.models.base import ModelSpec, StagedModel
-from pipeline.models.weights import WeightsLoad, load_into
 
 # A builder gets the spec and, optionally, a weights file to load into the timm model before splitting it.
 Builder = Callable[[ModelSpec, WeightsLoad | None], StagedModel]

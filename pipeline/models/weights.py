@@ -18,9 +18,8 @@ from itertools import chain
 from pathlib import Path
 
 import timm
+from cakd.pipeline.errors import CakdError
 from torch import nn
-
-from pipeline.errors import CakdError
 
 # What a Hugging Face model folder (or a timm hub repo) holds, in timm's order of preference.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # picks the Agg backend by itself on a machine without a display
 import numpy as np
+from cakd.pipeline.data import build_datasets, load_manifest
+from cakd.pipeline.distill import load_assistant
+from cakd.pipeline.fileio import atomic_path, write_json, write_text
+from cakd.pipeline.metrics import classification_report, predict
+from cakd.pipeline.models import load_model
+from cakd.pipeline.params import Params
+from cakd.pipeline.ui import console
 from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
-
-from pipeline.data import build_datasets, load_manifest
-from pipeline.distill import load_assistant
-from pipeline.fileio import atomic_path, write_json, write_text
-from pipeline.metrics import classification_report, predict
-from pipeline.models import load_model
-from pipeline.params import Params
-from pipeline.ui import console
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data import prepare_data
-from pipeline.params import Params
-from pipeline.ui import console
+from cakd.pipeline.data import prepare_data
+from cakd.pipeline.params import Params
+from cakd.pipeline.ui import console
 
 
 def run(params: Params, out_dir: Path) -> dict:

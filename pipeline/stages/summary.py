@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cakd.pipeline import layout
+from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.ui import console
 from rich.markup import escape
 from rich.table import Table
-
-from pipeline import layout
-from pipeline.fileio import read_json, write_json
-from pipeline.ui import console
 
 
 def int8_outcome(int8: dict | None) -> str:

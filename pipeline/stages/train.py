@@ -12,15 +12,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.data import build_datasets, build_mixup, load_manifest
-from pipeline.distill import METHODS, Distiller, build_distiller
-from pipeline.errors import CakdError
-from pipeline.fileio import file_hash, write_json
-from pipeline.models import ModelSource, StagedModel, load_model, model_from_params
-from pipeline.params import ModelParams, Params, fingerprint
-from pipeline.training import FitResult, fit
-from pipeline.training.runtime import Runtime, init_runtime, seed_everything, shutdown
-from pipeline.ui import console
+from cakd.pipeline.data import build_datasets, build_mixup, load_manifest
+from cakd.pipeline.distill import METHODS, Distiller, build_distiller
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import file_hash, write_json
+from cakd.pipeline.models import ModelSource, StagedModel, load_model, model_from_params
+from cakd.pipeline.params import ModelParams, Params, fingerprint
+from cakd.pipeline.training import FitResult, fit
+from cakd.pipeline.training.runtime import Runtime, init_runtime, seed_everything, shutdown
+from cakd.pipeline.ui import console
 
 Role = Literal["teacher", "student"]
 

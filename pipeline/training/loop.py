@@ -17,6 +17,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import load_torch, save_torch
+from cakd.pipeline.metrics import top1_accuracy
+from cakd.pipeline.models import save_model
+from cakd.pipeline.params import TrainParams
+from cakd.pipeline.training.runtime import Runtime, gather_strings, seed_everything, weights_digest
+from cakd.pipeline.ui import console
 from dvclive import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from scmrepo.exceptions import SCMError
@@ -28,14 +35,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
-
-from pipeline.errors import CakdError
-from pipeline.fileio import load_torch, save_torch
-from pipeline.metrics import top1_accuracy
-from pipeline.models import save_model
-from pipeline.params import TrainParams
-from pipeline.training.runtime import Runtime, gather_strings, seed_everything, weights_digest
-from pipeline.ui import console
 
 
 @dataclass
