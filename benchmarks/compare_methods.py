@@ -35,12 +35,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.table import Table
+
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.fileio import read_json, write_json
 from cakd.pipeline.models import ModelSpec, create_model
 from cakd.pipeline.params import Params, load_params
-from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("ce", "kd", "dkd", "fitnet", "ofa", "fbt")
@@ -132,7 +133,7 @@ class Bench:
         self.params = args.params
         self.code = code_hash()
         self.recipe = recipe.model_dump(mode="json", exclude={  # what a run's result depends on, not how fast
-            "students": True, "teacher": True, "export": True, "bench": True, "runtime": True})
+            "students": True, "teacher": True, "export": True, "deploy": True, "bench": True, "machine": True})
         self.base = ["--params", str(args.params.resolve()),
                      "-S", "data.name=imagefolder", "-S", f"data.root={args.data_root.expanduser()}",
                      "-S", "data.img_size=32", "-S", "data.hflip=true",

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cakd.export.commands import bench_latency_command
+from rich.console import Console
+
 from cakd.pipeline.fileio import write_json
 from cakd.pipeline.params import load_params
-from rich.console import Console
+from cakd.pipeline.stages import bench
 
 TARGETS = {"ort_fp32_vs_torch_b1": "<= 0.2", "ort_int8_vs_fp32_b64": "<= 0.7", "openvino_int8_vs_fp32_b64": "<= 0.7",
            "ort_int8_top1_drop": "<= 1.0", "openvino_int8_top1_drop": "<= 1.0", "teacher_vs_student_ort_b1": ">= 5"}
@@ -27,7 +28,8 @@ TARGETS = {"ort_fp32_vs_torch_b1": "<= 0.2", "ort_int8_vs_fp32_b64": "<= 0.7", "
 
 def _value(rows: list[dict], model: str, runtime: str, precision: str, batch: int, key: str) -> float | None:
     for r in rows:
-        if (r["model"], r["runtime"], r["precision"], r["batch_size"]) == (model, runtime, precision, batch):
+        if (r["model"], r["runtime"], r["precision"], r["batch_size"]) == (model, runtime, precision, batch) and \
+                r["artefact"] != "onnx-int8-qat":
             return r[key]
     return None
 
@@ -72,10 +74,10 @@ def main() -> None:
 
     params = load_params(args.params, [
         f"bench.threads={args.threads}", f"bench.batch_sizes={args.batch_sizes}", f"bench.runs={args.runs}",
-        f"bench.rounds={args.rounds}", "bench.runtimes=[torch, onnxruntime, openvino]",
-        "bench.precisions=[fp32, int8]"])
-    result = bench_latency_command(params, [f"student={args.student}", f"teacher={args.teacher}"],
-                                   args.out.with_suffix(""), args.manifest)
+        f"bench.rounds={args.rounds}", "deploy.runtimes=[torch, onnxruntime, openvino]",
+        "deploy.precisions=[fp32, int8]"])
+    result = bench.run(params, [f"student={args.student}", f"teacher={args.teacher}"], args.out.with_suffix(""),
+                       args.manifest)
     found = claims(result["rows"])
     console = Console(width=140)
     for name, value in found.items():

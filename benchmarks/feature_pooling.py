@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from compare_methods import PAIRS, ROOT  # the sibling script: the same pair B
+from torchvision import datasets, transforms
+
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.models import ModelSpec, create_model, load_model
 from cakd.pipeline.params import load_params
-from compare_methods import PAIRS, ROOT  # the sibling script: the same pair B
-from torchvision import datasets, transforms
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:

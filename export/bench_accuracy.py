@@ -1,10 +1,11 @@
 """Accuracy of every artefact on every runtime it is timed on, and the rule that marks a result failed.
 
-A fast runtime that computes something else is worse than a slow one: OpenVINO once read an INT8 ONNX
-with a dynamic batch axis and returned 26% top-1 where onnxruntime gave 80.7%. So each result is
-compared with its reference - the same artefact on onnxruntime; onnxruntime itself against PyTorch
-FP32 (or, for INT8 without a checkpoint, against the FP32 ONNX) - and fails when it is more than
-``max_drop`` top-1 points below it, or when its reference failed.
+A fast runtime that computes something else is worse than a slow one: OpenVINO once read an INT8 ONNX with
+a dynamic batch axis and returned 26% top-1 where onnxruntime gave 80.7%. So each result is compared with
+its reference: the same model, precision and artefact on the runtime its row in the runtime table names
+(OpenVINO -> onnxruntime -> PyTorch), or, for a precision the reference runtimes do not run, the model in
+FP32 on the deepest reference measured. It fails when it is more than ``max_drop`` top-1 points below it,
+or when its reference failed.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+
+from cakd.export.runtimes import RUNTIMES
 from cakd.pipeline.metrics import top1_accuracy
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
-Key = tuple[str, str, str]  # (model label, runtime, precision)
+Key = tuple[str, str, str, str]  # (model label, runtime, precision, artefact)
 
 
 @dataclass
@@ -36,16 +39,37 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Loader) ->
     return Accuracy(top1_accuracy(recording, loader), torch.cat(kept))
 
 
+def reference_chain(runtime: str) -> list[str]:
+    chain, ref = [], RUNTIMES[runtime].reference
+    while ref is not None:
+        chain.append(ref)
+        ref = RUNTIMES[ref].reference
+    return chain
+
+
+def _result_on(measured: set[Key], label: str, runtime: str, precision: str, artefact: str | None) -> Key | None:
+    """``label`` on ``runtime`` in ``precision``: the same artefact if that runtime runs it, else the only
+    artefact it runs in that precision (PyTorch's checkpoint for an FP32 ONNX)."""
+    kinds = RUNTIMES[runtime].consumes.get(precision, ())
+    same = artefact if artefact in kinds else (kinds[0] if len(kinds) == 1 else None)
+    key = (label, runtime, precision, same)
+    return key if same is not None and key in measured else None
+
+
 def reference_of(key: Key, measured: set[Key]) -> Key | None:
     """What a result is checked against (see the module docstring), if it was measured."""
-    model, runtime, precision = key
-    if runtime in ("torch", "torch-cuda"):
-        return None
-    chain = [(model, "onnxruntime", precision)] if runtime != "onnxruntime" else []
-    chain.append((model, "torch", "fp32"))
-    if precision == "int8":
-        chain.append((model, "onnxruntime", "fp32"))
-    return next((ref for ref in chain if ref in measured and ref != key), None)
+    label, runtime, precision, artefact = key
+    chain = reference_chain(runtime)
+    for ref in chain:
+        found = _result_on(measured, label, ref, precision, artefact)
+        if found is not None:
+            return found
+    if precision != "fp32":
+        for ref in [*reversed(chain), runtime]:
+            found = _result_on(measured, label, ref, "fp32", None)
+            if found is not None:
+                return found
+    return None
 
 
 def check(results: dict[Key, Accuracy], max_drop: float) -> dict[Key, tuple[str, str | None]]:
@@ -75,7 +99,7 @@ def check(results: dict[Key, Accuracy], max_drop: float) -> dict[Key, tuple[str,
 
 def max_abs_diff(results: dict[Key, Accuracy], key: Key) -> float | None:
     """Largest |logit difference| against the same model's PyTorch FP32 logits, when measured."""
-    reference = results.get((key[0], "torch", "fp32"))
+    reference = next((acc for k, acc in results.items() if k[:3] == (key[0], "torch", "fp32")), None)
     if reference is None:
         return None
     return float((results[key].logits - reference.logits).abs().max())

@@ -1,8 +1,7 @@
 """PyTorch -> ONNX with a dynamic batch axis, simplified, and gated on parity with PyTorch.
 
-The gate runs the written file in onnxruntime on real images: a graph that computes something else
-than the eager model (a tracing-only branch, an unsupported op lowered wrongly) must never ship.
-Files are written under temporary names and renamed only when every requested gate passes.
+The gate runs the written file in onnxruntime on real images: a graph that computes something else than
+the eager model (a tracing-only branch, an unsupported op lowered wrongly) must never ship.
 """
 
 from __future__ import annotations
@@ -13,17 +12,13 @@ from pathlib import Path
 import onnx
 import onnxslim
 import torch
-from cakd.export.runtimes import INPUT_NAME, OUTPUT_NAME, ort_runner, predict_batched
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_path, remove_outputs
 from onnxconverter_common import float16
 from torch import nn
 
-
-def variant_path(onnx_path: str | Path, variant: str) -> Path:
-    """``student.onnx`` -> ``student.<variant>.onnx`` (fp16, int8)."""
-    onnx_path = Path(onnx_path)
-    return onnx_path.with_name(f"{onnx_path.stem}.{variant}.onnx")
+from cakd.export.runtimes.base import INPUT_NAME, OUTPUT_NAME, predict_batched
+from cakd.export.runtimes.ort_cpu import options as ort_options
+from cakd.export.runtimes.ort_cpu import ort_runner
+from cakd.pipeline.errors import CakdError
 
 
 def to_onnx(model: nn.Module, *, img_size: int, in_chans: int = 3, opset: int) -> onnx.ModelProto:
@@ -49,7 +44,7 @@ def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> dict:
     """Max |logit difference| and top-1 agreement of the ONNX file (onnxruntime CPU) vs PyTorch."""
     with torch.inference_mode():
         reference = predict_batched(model.eval().cpu(), images)
-    logits = predict_batched(ort_runner(onnx_path).predict, images).float()
+    logits = predict_batched(ort_runner(onnx_path, ort_options()).predict, images).float()
     return {
         "max_abs_diff": float((logits - reference).abs().max()),
         "max_abs_logit": float(reference.abs().max()),
@@ -58,7 +53,7 @@ def parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> dict:
     }
 
 
-def _gate(report: dict, atol: float, what: str, require_top1: bool) -> None:
+def gate(report: dict, atol: float, what: str, require_top1: bool) -> None:
     """``atol`` is per unit of logit scale: float rounding grows with the logits' magnitude (a confident
     model's logits of ~15 differ by ~1e-4 between runtimes with nothing wrong), a broken graph does not."""
     diff, agreement = report["max_abs_diff"], report["top1_agreement"]
@@ -67,38 +62,28 @@ def _gate(report: dict, atol: float, what: str, require_top1: bool) -> None:
         raise CakdError(f"{what} parity gate failed on {report['images']} images: max |logit diff| "
                         f"{diff:.3g} (allowed {allowed:.3g} = atol {atol:g} x max(1, max |logit| "
                         f"{report['max_abs_logit']:.3g})), top-1 agreement {100 * agreement:.2f}%"
-                        f"{' (required 100%)' if require_top1 else ''}; no ONNX written")
+                        f"{' (required 100%)' if require_top1 else ''}; nothing exported")
 
 
-def export_onnx(model: nn.Module, out_path: str | Path, *, img_size: int, in_chans: int = 3, opset: int,
-                parity_images: torch.Tensor, atol: float, fp16: bool = False,
-                fp16_atol: float = 5e-2) -> dict:
-    """Write ``out_path`` (FP32) and, with ``fp16``, ``<stem>.fp16.onnx``; both pass their gate or
-    neither exists afterwards (a stale file from an earlier run is removed first).
-
-    FP32: max |diff| <= ``atol`` x max(1, max |logit|) and 100% top-1 agreement. FP16 (float16 weights and compute,
-    float32 inputs/outputs so callers need not change): max |diff| <= ``fp16_atol``; its top-1
-    agreement is reported, since near-ties may legitimately flip at half precision.
-    """
-    out_path = Path(out_path)
-    fp16_path = variant_path(out_path, "fp16")
-    remove_outputs([out_path, fp16_path])
+def export_fp32(model: nn.Module, path: Path, *, img_size: int, in_chans: int, opset: int,
+                parity_images: torch.Tensor, atol: float) -> tuple[onnx.ModelProto, dict]:
+    """Write the FP32 ONNX and gate it: max |diff| <= ``atol`` x max(1, max |logit|), 100% top-1 agreement."""
     if len(parity_images) == 0:
         raise CakdError("the parity gate needs at least one image")
     proto = to_onnx(model, img_size=img_size, in_chans=in_chans, opset=opset)
-    with atomic_path(out_path) as tmp:
-        onnx.save(proto, tmp)
-        report = {"path": str(out_path), "opset": opset, "atol": atol, **parity(model, tmp, parity_images)}
-        _gate(report, atol, "FP32", require_top1=True)
-        report["size_bytes"] = tmp.stat().st_size
-        report["fp16"] = None
-        if fp16:
-            with atomic_path(fp16_path) as tmp16:
-                with warnings.catch_warnings():  # it warns for every tiny weight it rounds to float16
-                    warnings.simplefilter("ignore")
-                    onnx.save(float16.convert_float_to_float16(proto, keep_io_types=True), tmp16)
-                half = {"path": str(fp16_path), "atol": fp16_atol, **parity(model, tmp16, parity_images)}
-                _gate(half, fp16_atol, "FP16", require_top1=False)
-                half["size_bytes"] = tmp16.stat().st_size
-                report["fp16"] = half
+    onnx.save(proto, path)
+    report = {"opset": opset, "atol": atol, **parity(model, path, parity_images)}
+    gate(report, atol, "FP32", require_top1=True)
+    return proto, report
+
+
+def export_fp16(model: nn.Module, proto: onnx.ModelProto, path: Path, *, parity_images: torch.Tensor,
+                atol: float) -> dict:
+    """float16 weights and compute, float32 inputs/outputs (callers need not change); max |diff| <= ``atol``.
+    Its top-1 agreement is reported, not required: near-ties may legitimately flip at half precision."""
+    with warnings.catch_warnings():  # it warns for every tiny weight it rounds to float16
+        warnings.simplefilter("ignore")
+        onnx.save(float16.convert_float_to_float16(proto, keep_io_types=True), path)
+    report = {"atol": atol, **parity(model, path, parity_images)}
+    gate(report, atol, "FP16", require_top1=False)
     return report

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from cakd.pipeline import layout
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import KnownNames, Params, load_params
@@ -55,8 +56,8 @@ def known_names() -> KnownNames:
             "runtimes": list(RUNTIMES)}
 
 
-def _params(path: Path, overrides: list[str] | None, student: str | None = None) -> Params:
-    return load_params(path, overrides or [], known_names(), student)
+def _params(path: Path, overrides: list[str] | None) -> Params:
+    return load_params(path, overrides or [], known_names())
 
 
 @app.command()
@@ -89,9 +90,11 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
     from cakd.pipeline.stages import train as stage
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
-    cfg = _params(params, overrides, student)
-    out = out or layout.student_dir(cfg.student_name, "baseline" if method == "ce" else "distill")
-    stage.run("student", cfg, data, out, teacher, resume=resume, metrics_path=metrics or out / "metrics.json")
+    cfg = _params(params, overrides)
+    chosen = cfg.student(student)
+    out = out or layout.student_dir(chosen.name, "baseline" if method == "ce" else "distill")
+    stage.run("student", cfg, data, out, teacher, resume=resume, metrics_path=metrics or out / "metrics.json",
+              student=chosen)
 
 
 @app.command()
@@ -108,11 +111,11 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
     """Top-1/top-5, per-class accuracy, calibration and confusion matrices; the gain over the baseline."""
     from cakd.pipeline.stages import evaluate as stage
 
-    cfg = _params(params, set_, student)
-    name = cfg.student_name
-    out = out or layout.student_dir(name, "eval")
-    stage.run(cfg, data, teacher, baseline or layout.student_dir(name, "baseline") / "model.pt",
-              distilled or layout.student_dir(name, "distill") / "model.pt", extras, out,
+    cfg = _params(params, set_)
+    chosen = cfg.student(student)
+    out = out or layout.student_dir(chosen.name, "eval")
+    stage.run(cfg, chosen, data, teacher, baseline or layout.student_dir(chosen.name, "baseline") / "model.pt",
+              distilled or layout.student_dir(chosen.name, "distill") / "model.pt", extras, out,
               metrics or out / "metrics.json")
 
 
@@ -127,27 +130,29 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            checkpoint: Annotated[Path | None, typer.Option(help="default: the student's distilled model.pt")]
            = None,
            out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME")] = None,
-           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (TensorRT engine)")]
+           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (also the TensorRT engine)")]
            = ExportFormat.onnx,
-           fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="also an FP16 ONNX "
-                                                     "(default: export.fp16)")] = None,
-           int8: Annotated[bool | None, typer.Option("--int8/--no-int8", help="also a static INT8 (QDQ) ONNX, "
-                                                     "accuracy-gated (default: export.int8)")] = None,
+           precision: Annotated[list[str] | None, typer.Option(
+               "--precision", help="fp32, fp16, int8; repeatable (default: deploy.precisions)")] = None,
            strict: Annotated[bool, typer.Option("--strict", help="a rejected INT8 is an error, not a note "
                                                 "in export.json (export.strict)")] = False) -> None:
-    """Export the student alone to ONNX (parity-gated), INT8 ONNX, or a TensorRT engine."""
-    from cakd.export.commands import export_command
+    """Export a checkpoint: every artefact deploy.runtimes consume (ONNX, FP16, INT8, TensorRT's INT8), gated."""
+    from cakd.pipeline.stages import export as stage
 
-    cfg = _params(params, list(set_ or []) + (["export.strict=true"] if strict else []), student)
-    checkpoint = checkpoint or layout.student_dir(cfg.student_name, "distill") / "model.pt"
-    export_command(cfg, checkpoint, data, out or layout.export_dir(cfg.student_name), format_.value,
-                   cfg.export.fp16 if fp16 is None else fp16, cfg.export.int8 if int8 is None else int8)
+    overrides = list(set_ or []) + (["export.strict=true"] if strict else [])
+    if precision:
+        overrides.append(f"deploy.precisions=[{','.join(precision)}]")
+    cfg = _params(params, overrides)
+    name = cfg.student(student).name
+    stage.run(cfg, checkpoint or layout.student_dir(name, "distill") / "model.pt", data,
+              out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions))
 
 
 @app.command("bench-latency")
-def bench_latency(models: Annotated[list[str], typer.Argument(
-                      help="[LABEL=]PATH items: checkpoints (.pt), ONNX files or cakd export folders; "
-                           "LABEL names the model in every row")],
+def bench_latency(models: Annotated[list[str] | None, typer.Argument(
+                      help="[LABEL=]PATH items: cakd export folders, checkpoints (.pt) or ONNX files; LABEL names "
+                           "the model in every row (default: the pipeline's exports of the teacher and every "
+                           "student of params.yaml)")] = None,
                   params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
                   = None,
@@ -157,10 +162,12 @@ def bench_latency(models: Annotated[list[str], typer.Argument(
                   = None
                   ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
-    from cakd.export.commands import bench_latency_command
+    from cakd.pipeline.stages import bench as stage
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
-    bench_latency_command(_params(params, overrides), models, out, data)
+    cfg = _params(params, overrides)
+    pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
+    stage.run(cfg, models or pipeline_exports, out, data)
 
 
 @app.command()

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-from cakd.pipeline.errors import CakdError
 from torch import nn
 from torch.utils.data import DataLoader
+
+from cakd.pipeline.errors import CakdError
 
 
 @torch.no_grad()

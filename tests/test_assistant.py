@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.distill.assistant import build_fused_assistant
 from cakd.pipeline.errors import CakdError

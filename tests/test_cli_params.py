@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import apply_override, load_params
-
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -97,5 +97,5 @@ def test_version(tmp_path: Path) -> None:
 def test_flags_show_no_value_in_help(command: str, capsys, monkeypatch) -> None:
     out = help_text(command, capsys, monkeypatch)
     assert "<bool>" not in out, out  # '--resume', not '--resume <bool>': a flag takes no value
-    flag = "--resume" if command != "export" else "--fp16 / --no-fp16"
+    flag = "--resume" if command != "export" else "--strict"
     assert re.search(rf"^  {flag} +\S", out, re.M), out

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader
+
 from cakd.pipeline.data import build_datasets, build_mixup, load_manifest, prepare_data
 from cakd.pipeline.data.digits import load_digits as load_pool
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import DataParams
-from sklearn.datasets import load_digits
-from torch.utils.data import DataLoader
 
 torch.set_num_threads(2)
 
@@ -148,6 +149,6 @@ def test_the_digits_pool_is_exactly_scikit_learns_digits() -> None:
 
 def test_training_stages_do_not_import_scikit_learn() -> None:
     """Every stage pays its imports once per `dvc repro`: scikit-learn (~1 s) stays in prepare and evaluate."""
-    code = "import sys, pipeline.stages.train, export.commands; print('sklearn' in sys.modules)"
+    code = "import sys, cakd.pipeline.stages.train, cakd.pipeline.stages.export; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

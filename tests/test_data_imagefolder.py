@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import DataParams
-from PIL import Image
-
 from tests.conftest import run_cakd, tiny_params, write_params
 
 torch.set_num_threads(2)

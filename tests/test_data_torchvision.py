@@ -14,13 +14,14 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from torchvision import datasets
+
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.data.torchvision_sets import load_torchvision
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import DataParams
-from PIL import Image
-from sklearn.datasets import load_digits
-from torchvision import datasets
 
 torch.set_num_threads(2)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from cakd.pipeline.distill import METHODS, build_distiller
 from cakd.pipeline.distill.base import to_nchw
 from cakd.pipeline.distill.fbt import FBT
@@ -174,10 +175,20 @@ def test_ofa_defaults_and_projectors_are_ofakd() -> None:
 
 
 def test_teacher_at_another_resolution_sees_a_resized_batch() -> None:
+    """A 32 px teacher is given the 16 px batch resized to 32 px (its own input size), and its logits are the
+    ones it gives on that resized batch."""
     student, teacher = tiny("mobilenetv2_050"), tiny("convnext_atto", img=32)
     distiller = build_distiller("kd", student, teacher, DistillParams(method="kd"))
-    _, losses = distiller.forward_train(*batch())
-    assert torch.isfinite(losses["kd"])
+    seen: list[tuple[int, ...]] = []
+    teacher.stem.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    x, _ = batch()
+
+    logits = distiller.teacher_outputs(x).logits
+
+    assert seen == [(6, 3, 32, 32)]
+    resized = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, teacher(resized))
 
 
 def fbt(**switches) -> tuple:
@@ -264,3 +275,27 @@ def test_fbt_never_sends_a_gradient_into_the_teacher_side(t_name: str, s_name: s
     _, losses = distiller.forward_train(*batch())
     sum(losses.values()).backward()
     assert all(leaf.grad is None for leaf in distiller.leaves)
+
+
+def _reached(module: torch.nn.Module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(("t_name", "s_name"), WIRING_PAIRS)
+def test_each_fbt_term_reaches_exactly_the_parameters_it_should(t_name: str, s_name: str) -> None:
+    """The student's CE trains the whole student and nothing else; the assistant's CE trains L2G and the
+    student's own pieces inside F (its stem..S3 under an attention teacher, its S4 + head under a CNN teacher),
+    never the student's other pieces; nothing ever reaches the teacher."""
+    for term in ("ce_student", "ce_assistant"):
+        torch.manual_seed(0)
+        distiller = build_distiller("fbt", tiny(s_name), tiny(t_name), DistillParams(method="fbt")).train()
+        _, losses = distiller.forward_train(*batch())
+        losses[term].backward()
+        student = {name for name, p in distiller.student.named_parameters() if p.requires_grad}
+        inside_f = ("stem.", "stages.0.", "stages.1.", "stages.2.") if distiller.assistant.c_role == "student" \
+            else ("stages.3.", "head.")
+        wanted = student if term == "ce_student" else {n for n in student if n.startswith(inside_f)}
+        assert _reached(distiller.student) == wanted, term
+        l2g = {name for name, _ in distiller.assistant.l2g.named_parameters()}
+        assert _reached(distiller.assistant.l2g) == (set() if term == "ce_student" else l2g), term
+        assert _reached(distiller.teacher) == set(), term

@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cakd.export.tensorrt import write_trtexec_script
+
+from cakd.export.artefacts import FILES
+from cakd.export.runtimes.tensorrt_gpu import write_trtexec_script
 from cakd.pipeline.params import ExportParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +32,7 @@ def test_readme_links_the_method_written_in_the_repository() -> None:
 
 def test_readme_names_the_trtexec_script_export_writes_by_default(tmp_path: Path) -> None:
     precision = ExportParams().trt.precision
-    onnx_path = tmp_path / f"model.{precision}.onnx"  # what --format trt builds from (export/commands.py)
+    onnx_path = tmp_path / FILES["onnx-fp16" if precision == "fp16" else "onnx"]  # what --format trt builds from
     script = write_trtexec_script(onnx_path, tmp_path / f"model.{precision}.engine", [1, 8], 32, 256)
     readme = (ROOT / "README.md").read_text()
     assert f"`{script.name}` by default" in readme

@@ -9,17 +9,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cakd.export.bench_latency import pinned_threads
+from onnx import numpy_helper
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cakd.export.bench import pinned_threads
+from cakd.export.bench_inputs import onnx_artefact
 from cakd.export.int8 import export_int8, int8_gate, quantize_int8
-from cakd.export.onnx_export import export_onnx
-from cakd.export.runtimes import is_quantized, ort_runner, ort_session
+from cakd.export.onnx_export import export_fp32
+from cakd.export.runtimes.ort_cpu import options, ort_runner
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.metrics import top1_accuracy
 from cakd.pipeline.params import DataParams
-from onnx import numpy_helper
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 IMG = 16
 
@@ -80,7 +82,7 @@ def calibration(train: Dataset, n: int = 64) -> torch.Tensor:
 def fp32_onnx(tmp_path_factory: pytest.TempPathFactory, digits: tuple[Dataset, Dataset],
               trained: nn.Module) -> Path:
     path = tmp_path_factory.mktemp("fp32") / "m.onnx"
-    export_onnx(trained, path, img_size=IMG, opset=18, parity_images=calibration(digits[1], 32), atol=1e-4)
+    export_fp32(trained, path, img_size=IMG, in_chans=3, opset=18, parity_images=calibration(digits[1], 32), atol=1e-4)
     return path
 
 
@@ -91,22 +93,21 @@ def test_int8_export_runs_in_onnxruntime_and_keeps_accuracy(tmp_path: Path, digi
     assert top1_accuracy(lambda x: trained(x).detach(), loader) > 90  # a real model, not a coin flip
     fp32 = fp32_onnx
 
-    report = export_int8(fp32, tmp_path / "m.int8.onnx", calibration(train), loader, max_accuracy_drop=2.0,
-                         min_agreement=90.0)
-
     out = tmp_path / "m.int8.onnx"
+    report = export_int8(fp32, out, calibration(train), loader, max_drop=2.0, min_agreement=90.0)
+
     assert report["status"] == "ok" and report["reason"] is None
-    assert report["path"] == str(out) and is_quantized(out) and not is_quantized(fp32)
+    assert onnx_artefact(out) == "onnx-int8" and onnx_artefact(fp32) == "onnx"
     assert report["fp32_top1"] == pytest.approx(evaluate_onnx(fp32, loader))
     assert report["top1"] == pytest.approx(evaluate_onnx(out, loader))
     assert report["drop"] == pytest.approx(report["fp32_top1"] - report["top1"])
     assert report["drop"] <= 2.0 and report["calib_images"] == 64
     assert report["images"] == len(test) and 90.0 <= report["agreement"] <= 100.0
-    assert ort_session(out).run(None, {"input": test[0][0][None].numpy()})[0].shape == (1, 10)
+    assert ort_runner(out, options()).predict(test[0][0][None]).shape == (1, 10)
 
 
 def evaluate_onnx(path: Path, loader: DataLoader) -> float:
-    return top1_accuracy(ort_runner(path).predict, loader)
+    return top1_accuracy(ort_runner(path, options()).predict, loader)
 
 
 def int32_dequantize_nodes(path: Path) -> list[str]:
@@ -141,17 +142,15 @@ def test_int8_gate_fires_when_quantisation_destroys_accuracy(tmp_path: Path, dig
     loader = DataLoader(test, batch_size=64)
     fragile = WithActivationOutlier(trained).eval()
     fp32 = tmp_path / "m.onnx"
-    export_onnx(fragile, fp32, img_size=IMG, opset=18, parity_images=calibration(test, 32), atol=1e-4)
-    stale = tmp_path / "m.int8.onnx"
-    stale.write_bytes(b"INT8 model from an earlier run")
+    export_fp32(fragile, fp32, img_size=IMG, in_chans=3, opset=18, parity_images=calibration(test, 32), atol=1e-4)
 
-    report = export_int8(fp32, stale, calibration(train), loader, max_accuracy_drop=1.0)
+    report = export_int8(fp32, tmp_path / "m.int8.onnx", calibration(train), loader, max_drop=1.0, min_agreement=0.0)
 
-    assert report["status"] == "rejected" and report["path"] is None
+    assert report["status"] == "rejected"
     assert re.fullmatch(rf"INT8 accuracy gate failed on {len(test)} test images \(1 image = [0-9.]+ points\): "
                         r"top-1 .* \(drop .* points, allowed 1\)", report["reason"])
     assert report["drop"] > 1.0 and report["images"] == len(test)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # the stale INT8 is gone, no new one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # the rejected INT8 file is not kept
     assert evaluate_onnx(fp32, loader) > 90  # the FP32 model itself is fine: the drop is INT8's
 
 
@@ -163,8 +162,8 @@ def test_int8_gate_on_agreement_with_fp32() -> None:
     swapped = torch.tensor([[0.0, 1], [0, 1], [1, 0], [0, 1]])  # 3/4 right, wrong on the first
     same = fp32.clone()
 
-    kept = int8_gate(fp32, same, labels, max_accuracy_drop=1.0, min_agreement=95.0)
-    rejected = int8_gate(fp32, swapped, labels, max_accuracy_drop=1.0, min_agreement=95.0)
+    kept = int8_gate(fp32, same, labels, max_drop=1.0, min_agreement=95.0)
+    rejected = int8_gate(fp32, swapped, labels, max_drop=1.0, min_agreement=95.0)
 
     assert kept["reason"] is None and kept["agreement"] == 100.0
     assert rejected["drop"] == 0.0 and rejected["agreement"] == 50.0

@@ -8,11 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cakd.export.onnx_export import export_onnx, variant_path
-from cakd.export.runtimes import ort_session
+from torch import nn
+
+from cakd.export.onnx_export import export_fp16, export_fp32
+from cakd.export.runtimes.ort_cpu import options, ort_runner
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model
-from torch import nn
 
 IMG = 16
 
@@ -45,57 +46,43 @@ class ExportOnlyShuffle(nn.Module):
 def test_export_passes_parity_with_a_dynamic_batch(tmp_path: Path, student: nn.Module,
                                                    images: torch.Tensor) -> None:
     out = tmp_path / "student.onnx"
-    report = export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4)
+    _, report = export_fp32(student, out, img_size=IMG, in_chans=3, opset=18, parity_images=images, atol=1e-4)
 
-    assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
-    assert report["images"] == 24 and report["size_bytes"] == out.stat().st_size
-    assert report["fp16"] is None and not variant_path(out, "fp16").exists()
+    assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0 and report["images"] == 24
     model = onnx.load(str(out))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == 18
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic, not a fixed size
 
-    session = ort_session(out)
+    predict = ort_runner(out, options()).predict
     for batch in (1, 3):
         x = images[:batch]
-        got = session.run(None, {"input": x.numpy()})[0]
+        got = predict(x).numpy()
         with torch.no_grad():
             want = student(x).numpy()
         assert got.shape == (batch, 10)
         np.testing.assert_allclose(got, want, atol=1e-4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.onnx"]  # no temp files left
 
 
-def test_parity_gate_rejects_a_graph_that_differs_and_leaves_no_onnx(tmp_path: Path, student: nn.Module,
-                                                                     images: torch.Tensor) -> None:
-    out = tmp_path / "student.onnx"
-    out.write_bytes(b"stale export from an earlier run")
-
+def test_parity_gate_rejects_a_graph_that_differs(tmp_path: Path, student: nn.Module, images: torch.Tensor) -> None:
     with pytest.raises(CakdError, match=r"FP32 parity gate failed on 24 images: max \|logit diff\|") as err:
-        export_onnx(ExportOnlyShuffle(student), out, img_size=IMG, opset=18, parity_images=images, atol=1e-4)
-
+        export_fp32(ExportOnlyShuffle(student), tmp_path / "student.onnx", img_size=IMG, in_chans=3, opset=18,
+                    parity_images=images, atol=1e-4)
     assert "top-1 agreement" in str(err.value) and "\n" not in str(err.value)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_fp16_variant_runs_in_onnxruntime_and_is_gated(tmp_path: Path, student: nn.Module,
                                                        images: torch.Tensor) -> None:
     out = tmp_path / "student.onnx"
-    report = export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4, fp16=True,
-                         fp16_atol=5e-2)
-    half = report["fp16"]
-    assert Path(half["path"]) == tmp_path / "student.fp16.onnx"
-    assert 0 < half["max_abs_diff"] <= 5e-2  # really half precision, and close
-    assert half["size_bytes"] < 0.6 * report["size_bytes"]
-    session = ort_session(half["path"])
-    assert session.get_inputs()[0].type == "tensor(float)"  # callers keep feeding float32
-    assert session.run(None, {"input": images[:2].numpy()})[0].shape == (2, 10)
+    proto, _ = export_fp32(student, out, img_size=IMG, in_chans=3, opset=18, parity_images=images, atol=1e-4)
+    half = export_fp16(student, proto, tmp_path / "student.fp16.onnx", parity_images=images, atol=5e-2)
 
+    assert 0 < half["max_abs_diff"] <= 5e-2  # really half precision, and close
+    assert (tmp_path / "student.fp16.onnx").stat().st_size < 0.6 * out.stat().st_size
+    assert ort_runner(tmp_path / "student.fp16.onnx", options()).predict(images[:2]).dtype == torch.float32
     with pytest.raises(CakdError, match="FP16 parity gate failed"):
-        export_onnx(student, out, img_size=IMG, opset=18, parity_images=images, atol=1e-4, fp16=True,
-                    fp16_atol=1e-9)
-    assert list(tmp_path.iterdir()) == []  # neither the FP16 nor the FP32 file survives a failed gate
+        export_fp16(student, proto, tmp_path / "again.fp16.onnx", parity_images=images, atol=1e-9)
 
 
 class DataDependentBranch(nn.Module):
@@ -107,7 +94,6 @@ class DataDependentBranch(nn.Module):
 
 def test_an_unexportable_model_is_one_clear_line(tmp_path: Path, images: torch.Tensor) -> None:
     with pytest.raises(CakdError, match="ONNX export of DataDependentBranch failed") as err:
-        export_onnx(DataDependentBranch(), tmp_path / "m.onnx", img_size=IMG, opset=18, parity_images=images,
-                    atol=1e-4)
+        export_fp32(DataDependentBranch(), tmp_path / "m.onnx", img_size=IMG, in_chans=3, opset=18,
+                    parity_images=images, atol=1e-4)
     assert "\n" not in str(err.value)
-    assert list(tmp_path.iterdir()) == []

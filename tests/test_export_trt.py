@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from cakd.export.commands import export_command
-from cakd.export.tensorrt import build_engine, profile_shapes, tensorrt_unavailable, trtexec_command
+
+from cakd.export.runtimes.tensorrt_gpu import build_engine, profile_shapes, trtexec_command
+from cakd.export.runtimes.tensorrt_gpu import unavailable as tensorrt_unavailable
 from cakd.pipeline.data import prepare_data
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model, save_model
 from cakd.pipeline.params import Params
+from cakd.pipeline.stages import export
 
 without_tensorrt = pytest.mark.skipif(
     tensorrt_unavailable() is None, reason="TensorRT and a CUDA GPU are present: the fallback path does not apply")
@@ -28,8 +30,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, Pat
     params = Params.model_validate({
         "data": {"name": "digits", "img_size": IMG, "train_per_class": 10, "test_per_class": 5},
         "teacher": {"model": "resnet18"}, "students": {"student": {"model": "resnet10t"}},
-        "export": {"parity_images": 16, "calib_images": 16, "max_accuracy_drop": 100.0, "min_int8_agreement": 0.0,
+        "export": {"parity_images": 16, "calib_images": 16, "int8_max_drop": 100.0, "int8_min_agreement": 0.0,
                    "trt": {"precision": "fp16", "batch_sizes": [1, 8, 32], "workspace_mb": 256}},
+        "deploy": {"runtimes": ["onnxruntime"], "precisions": ["fp32"]},
     })
     manifest = prepare_data(params.data, params.seed, root / "data")
     torch.manual_seed(0)
@@ -51,18 +54,18 @@ def test_trt_export_without_tensorrt_fails_clearly_and_writes_trtexec(project: t
     out = tmp_path / "export"
 
     with pytest.raises(CakdError) as err:
-        export_command(params, checkpoint, manifest, out, "trt")
+        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
 
-    script = out / "student.fp16.trtexec.sh"
+    script = out / "model.fp16.trtexec.sh"
     message = str(err.value)
     assert "\n" not in message and message.startswith("cannot build a TensorRT engine here: ")
     assert tensorrt_unavailable() in message and str(script) in message
     # the FP16 ONNX the engine is built from was made (and parity-gated) first
     report = json.loads((out / "export.json").read_text())
-    assert report["onnx"]["fp16"]["path"] == str(out / "student.fp16.onnx")
+    assert report["artefacts"]["onnx-fp16"]["status"] == "ok" and (out / "model.fp16.onnx").is_file()
     assert "tensorrt" not in report and not list(out.glob("*.engine"))
     command = script.read_text().splitlines()[-1]
-    assert command == ("trtexec --onnx=student.fp16.onnx --saveEngine=student.fp16.engine --stronglyTyped "
+    assert command == ("trtexec --onnx=model.fp16.onnx --saveEngine=model.fp16.engine --stronglyTyped "
                        "--minShapes=input:1x3x16x16 --optShapes=input:8x3x16x16 --maxShapes=input:32x3x16x16 "
                        "--memPoolSize=workspace:256M")
     assert os.access(script, os.X_OK)
@@ -84,30 +87,33 @@ def test_a_second_trt_export_reuses_the_onnx_of_the_same_checkpoint(project: tup
                                                                     tmp_path: Path) -> None:
     params, checkpoint, manifest = project
     out = tmp_path / "export"
-    export_command(params, checkpoint, manifest, out, "onnx", fp16=True)
-    onnx_mtime = (out / "student.fp16.onnx").stat().st_mtime_ns
+    with pytest.raises(CakdError, match="trtexec command is in"):
+        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
+    onnx_mtime = (out / "model.fp16.onnx").stat().st_mtime_ns
 
     with pytest.raises(CakdError, match="trtexec command is in"):
-        export_command(params, checkpoint, manifest, out, "trt")
+        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
 
-    assert (out / "student.fp16.onnx").stat().st_mtime_ns == onnx_mtime
+    assert (out / "model.fp16.onnx").stat().st_mtime_ns == onnx_mtime  # same checkpoint, same settings: reused
 
 
 @without_tensorrt
 def test_int8_engine_is_built_from_the_symmetric_qdq_onnx(project: tuple[Params, Path, Path],
                                                           tmp_path: Path) -> None:
     params, checkpoint, manifest = project
-    params = params.model_copy(deep=True)
-    params.export.trt.precision = "int8"
+    tree = params.model_dump()
+    tree["export"]["trt"]["precision"] = "int8"
+    params = Params.model_validate(tree)
     out = tmp_path / "export"
 
-    with pytest.raises(CakdError, match="student.int8.trtexec.sh"):
-        export_command(params, checkpoint, manifest, out, "trt")
+    with pytest.raises(CakdError, match="model.int8-trt.trtexec.sh"):
+        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
 
-    report = json.loads((out / "export.json").read_text())
-    assert report["int8"]["activations"] == "int8" and (out / "student.int8.onnx").is_file()
-    assert report["int8"]["quantize_bias"] is False  # TensorRT has no INT32 DequantizeLinear
-    assert "--onnx=student.int8.onnx --saveEngine=student.int8.engine" in (out / "student.int8.trtexec.sh").read_text()
+    trt = json.loads((out / "export.json").read_text())["artefacts"]["onnx-int8-trt"]
+    assert trt["status"] == "ok" and trt["gate"]["activations"] == "int8" and (out / "model.int8-trt.onnx").is_file()
+    assert trt["gate"]["quantize_bias"] is False  # TensorRT has no INT32 DequantizeLinear
+    script = (out / "model.int8-trt.trtexec.sh").read_text()
+    assert "--onnx=model.int8-trt.onnx --saveEngine=model.int8.engine" in script
 
 
 @without_tensorrt

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.progress import Progress
+from torch.utils.data import TensorDataset
+
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.metrics import top1_accuracy
@@ -22,11 +25,9 @@ from cakd.pipeline.training.loop import (
     restore,
     train_one_epoch,
 )
-from cakd.pipeline.training.runtime import Runtime
-from rich.progress import Progress
-from torch.utils.data import TensorDataset
+from cakd.pipeline.training.placement import Placement
 
-CPU = Runtime(torch.device("cpu"))
+CPU = Placement(torch.device("cpu"))
 
 
 def _data(n: int, seed: int = 0) -> TensorDataset:

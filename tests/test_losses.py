@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, dkd_loss, info_nce, kd_loss, ofa_loss, pool_features
 
 S = [[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]]  # student logits, 2 samples x 3 classes

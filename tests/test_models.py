@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from cakd.pipeline.models import ModelSpec, create_model
 from cakd.pipeline.models.registry import registered_names
 

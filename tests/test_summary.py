@@ -10,16 +10,20 @@ import pytest
 
 from tests.conftest import run_cakd_here, tiny_params, write_params
 
-INT8_OK = {"status": "ok", "reason": None, "top1": 91.0, "fp32_top1": 91.5, "drop": 0.5, "agreement": 0.98,
-           "images": 200, "activations": "uint8", "path": "artifacts/export/cnn/model.int8.onnx"}
-INT8_REJECTED = {"status": "rejected", "reason": "top-1 80.00% vs FP32 83.00% (drop 3.00 points, allowed 1) "
-                 "on 200 images", "top1": 80.0, "fp32_top1": 83.0, "drop": 3.0, "agreement": 0.9, "images": 200,
-                 "activations": "uint8", "path": None}
+GATE = {"top1": 91.0, "fp32_top1": 91.5, "drop": 0.5, "agreement": 98.0, "images": 200, "activations": "uint8"}
+INT8_OK = {"file": "model.int8.onnx", "status": "ok", "reason": None, "size_bytes": 1, "gate": GATE}
+INT8_REJECTED = {"file": None, "status": "rejected", "size_bytes": None,
+                 "reason": "top-1 80.00% vs FP32 83.00% (drop 3.00 points, allowed 1) on 200 images",
+                 "gate": {**GATE, "top1": 80.0, "fp32_top1": 83.0, "drop": 3.0, "agreement": 90.0}}
+ONNX = {"file": "model.onnx", "status": "ok", "reason": None, "size_bytes": 1,
+        "parity": {"max_abs_diff": 3e-6, "top1_agreement": 1.0}}
 
 
 def row(model: str, runtime: str, precision: str, p50: float, status: str = "ok", top1: float = 90.0) -> dict:
-    return {"model": model, "precision": precision, "runtime": runtime, "batch_size": 1, "p50_ms": p50,
-            "top1": top1, "max_abs_diff": 1e-6, "status": status, "reason": None if status == "ok" else "why"}
+    artefact = "onnx-int8" if precision == "int8" else "onnx"
+    return {"model": model, "precision": precision, "runtime": runtime, "artefact": artefact, "batch_size": 1,
+            "p50_ms": p50, "top1": top1, "max_abs_diff": 1e-6, "status": status,
+            "reason": None if status == "ok" else "why"}
 
 
 def write(path: Path, data: dict) -> None:
@@ -37,8 +41,12 @@ def reports(tmp_path: Path) -> Path:
                            "fine_tuned": True}})
     for name, (base, top1, int8) in {"vit": (50.0, 81.0, INT8_REJECTED), "cnn": (85.0, 91.5, INT8_OK),
                                      "teacher": (None, 99.1, INT8_OK)}.items():
-        write(tmp_path / f"artifacts/export/{name}/export.json",
-              {"onnx": {"max_abs_diff": 3e-6, "top1_agreement": 1.0}, "int8": int8})
+        folder = tmp_path / f"artifacts/export/{name}"
+        write(folder / "export.json", {"model": {"img_size": 12, "num_classes": 10},
+                                       "artefacts": {"onnx": ONNX, "onnx-int8": int8}})
+        for entry in (ONNX, int8):
+            if entry["file"]:
+                (folder / entry["file"]).write_bytes(b"onnx")
         if base is not None:
             write(tmp_path / f"reports/students/{name}/eval.json",
                   {"teacher": {"top1": 99.1}, "baseline": {"top1": base}, "student": {"top1": top1},
@@ -48,9 +56,10 @@ def reports(tmp_path: Path) -> Path:
                  row("vit", "onnxruntime", "int8", 0.60, status="rejected"), row("cnn", "openvino", "fp32", 0.3),
                  row("cnn", "openvino", "int8", 0.2, status="failed", top1=26.0)],
         "picks": [{"runtime": "onnxruntime", "model": "teacher", "precision": "int8", "top1": 99.33, "p50_ms": 0.61,
-                   "batch_size": 1, "budget_ms": None},
+                   "batch_size": 1, "budget_ms": None, "rule": "fastest within 1 top-1 points of the most accurate"},
                   {"runtime": "openvino", "model": "cnn", "precision": "fp32", "top1": 91.5, "p50_ms": 0.3,
-                   "batch_size": 1, "budget_ms": None}]})
+                   "batch_size": 1, "budget_ms": None, "rule": "fastest within 1 top-1 points of the most accurate"},
+                  {"runtime": "tensorrt", "model": None, "batch_size": 1, "reason": "no usable result: no GPU"}]})
     return tmp_path
 
 
@@ -58,17 +67,22 @@ def test_summary_rows_int8_outcomes_teacher_source_and_deploy_lines(reports: Pat
     code, err = run_cakd_here(["summary"], reports, capsys, monkeypatch)
     assert code == 0, err
     lines = err.strip().splitlines()
-    assert lines[-2:] == ["deploy teacher int8 on onnxruntime: 99.33% at 0.61 ms (batch 1)",
-                          "deploy cnn fp32 on openvino: 91.50% at 0.30 ms (batch 1)"]
-    assert "INT8 rejected: top-1 80.00% vs FP32 83.00% (drop 3.00 points, allowed 1) on 200 images" in err
+    assert lines[-3:] == [
+        "deploy teacher int8 on onnxruntime: 99.33% at 0.61 ms (batch 1; fastest within 1 top-1 points of the most "
+        "accurate)",
+        "deploy cnn fp32 on openvino: 91.50% at 0.30 ms (batch 1; fastest within 1 top-1 points of the most accurate)",
+        "tensorrt: nothing to deploy (no usable result: no GPU)"]
+    assert ("vit: INT8: onnx-int8 rejected: top-1 80.00% vs FP32 83.00% (drop 3.00 points, allowed 1) on 200 images"
+            in err)
+    assert "cnn: INT8: onnx-int8 top-1 91.00% (drop 0.50 points, 98.0% agreement with FP32 on 200 images)" in err
     assert "fine-tuned from weights/resnet18.pt, sha256 abababababab" in err
 
     summary = json.loads((reports / "reports/summary.json").read_text())
     assert list(summary["students"]) == ["vit", "cnn"]  # params.yaml's order
     vit, cnn = summary["students"]["vit"], summary["students"]["cnn"]
-    assert (vit["model"], vit["gain"], vit["int8_status"]) == ("deit_tiny_patch16_224", 31.0, "rejected")
+    assert (vit["model"], vit["gain"], vit["int8_shipped"]) == ("deit_tiny_patch16_224", 31.0, None)
     assert vit["latency_ms"] == {"onnxruntime/fp32": 0.57}  # the rejected INT8 has no latency to offer
-    assert cnn["latency_ms"] == {"openvino/fp32": 0.3} and cnn["int8_top1"] == 91.0
+    assert cnn["latency_ms"] == {"openvino/fp32": 0.3} and cnn["int8_shipped"] == "onnx-int8"
     assert summary["deploy"]["onnxruntime"]["model"] == "teacher"
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from cakd.pipeline.models import load_model, model_from_params
-from cakd.pipeline.params import ModelParams
 from safetensors.torch import save_file
 
+from cakd.pipeline.models import load_model, model_from_params
+from cakd.pipeline.params import ModelParams
 from tests.conftest import TINY_VIT, run_cakd, run_cakd_here, tiny_params, write_params
 
 

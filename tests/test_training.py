@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from cakd.pipeline.fileio import load_torch
-from cakd.pipeline.models import load_model
-from cakd.pipeline.training.runtime import weights_digest
 
+from cakd.pipeline.checkpoints import load_checkpoint
+from cakd.pipeline.models import load_model, model_from_params
+from cakd.pipeline.params import load_params
+from cakd.pipeline.training.placement import seed_everything, weights_digest
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -31,7 +31,7 @@ def test_train_teacher_leaves_checkpoint_metrics_and_plots(project: Path) -> Non
     live = json.loads((out / "live/metrics.json").read_text())
     assert live["step"] == 1  # two epochs logged: steps 0 and 1
     assert (out / "live/plots/metrics/test/acc_teacher.tsv").read_text().count("\n") == 3
-    losses = [row["train/loss"] for row in load_torch(out / "checkpoint.pt")["history"]]
+    losses = [row["train/loss"] for row in load_checkpoint(out / "checkpoint.pt")["history"]]
     assert losses[1] < losses[0]  # it learns
     model = load_model(out / "model.pt")
     assert model.spec.name == "vit_tiny_patch16_224" and model.spec.num_classes == 10
@@ -51,7 +51,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(project: Path) -> Non
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # mid-epoch 2: epoch 1 is checkpointed, the rest is lost
     proc.wait()
-    assert load_torch(ckpt)["epoch"] < 4, "the run finished before it could be killed"
+    assert load_checkpoint(ckpt)["epoch"] < 4, "the run finished before it could be killed"
 
     resumed = run_cakd("train-teacher", "--out", "killed", "--resume", cwd=project, check=True)
     assert "resuming teacher from epoch" in resumed.stderr
@@ -91,4 +91,6 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(project: Path) -
     digests = metrics["rank_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert weights_digest(load_model(project / "artifacts/teacher/model.pt")) == digests[0]
-    assert torch.distributed.is_available()
+    seed_everything(0)  # the weights both ranks started from (train-teacher seeds before building the model)
+    untrained, _ = model_from_params(load_params(project / "params.yaml").teacher, 10, 16)
+    assert weights_digest(untrained) != digests[0]  # in sync because they trained together, not because idle

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch.utils.data import Dataset
+
 from cakd.pipeline.data.datasets import ImageFileDataset, TensorImageDataset
 from cakd.pipeline.data.manifest import check_manifest
 from cakd.pipeline.data.pools import Pools
 from cakd.pipeline.data.sources import load_pools
 from cakd.pipeline.data.transforms import build_transform, to_size
+from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import DataParams
-from torch.utils.data import Dataset
 
 # In-memory sources are resized once up front when the result stays below this; larger ones (e.g. CIFAR
 # at 224 px, ~9 GB) are resized per item instead.
@@ -44,3 +47,13 @@ def build_datasets(cfg: DataParams, manifest: dict, seed: int,
     pools = load_pools(cfg)
     return tuple(pool_dataset(cfg, pools, s, splits[s]["indices"], mean, std, augment[s])
                  for s in ("train", "test"))
+
+
+def spread_sample(dataset: Dataset, count: int) -> torch.Tensor:
+    """``count`` images at evenly spaced indices: deterministic, and covering every class even when the split
+    is stored class by class (parity and calibration images)."""
+    n = len(dataset)
+    if n == 0:
+        raise CakdError("the dataset split is empty")
+    indices = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
+    return torch.stack([dataset[int(i)][0] for i in indices])

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from cakd.pipeline.errors import CakdError
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
+
+from cakd.pipeline.errors import CakdError
 
 
 def read_image(path: Path) -> tuple[Image.Image, bytes]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from cakd.pipeline.data.pools import Pools
 from cakd.pipeline.errors import CakdError
 

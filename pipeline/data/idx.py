@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from cakd.pipeline.errors import CakdError
 
 # Compression by its magic bytes, whatever the file is called.

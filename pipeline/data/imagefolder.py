@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
 from cakd.pipeline.data.datasets import read_image
 from cakd.pipeline.data.stats import ChannelStats
 from cakd.pipeline.data.subset import class_orders
 from cakd.pipeline.data.transforms import eval_geometry
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import DataParams
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 EVAL_DIRS = ("val", "test")  # first one present is the test split
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cakd.pipeline.params import DataParams
 from timm.data import Mixup
+
+from cakd.pipeline.params import DataParams
 
 
 def build_mixup(cfg: DataParams, num_classes: int) -> Mixup | None:

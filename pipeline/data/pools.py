@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
+
 from cakd.pipeline.data.stats import ChannelStats
 from cakd.pipeline.data.transforms import to_size
 

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
+
 from cakd.pipeline.data.idx import find_idx, read_idx_split
 from cakd.pipeline.data.pools import Pools
 from cakd.pipeline.errors import CakdError
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
 
 DATASETS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
             "fashion-mnist": datasets.FashionMNIST}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from cakd.pipeline.params import DataParams
 from torchvision.transforms import v2
+
+from cakd.pipeline.params import DataParams
 
 
 def eval_geometry(img_size: int) -> v2.Compose:

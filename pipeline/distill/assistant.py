@@ -24,12 +24,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from cakd.pipeline.distill.base import to_nchw
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import StagedModel, StageShape
 from timm.layers import LayerNorm2d
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
+
+from cakd.pipeline.distill.base import to_nchw
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models.base import StagedModel, StageShape
 
 FAMILIES = {"cnn": "convolutional (resnet, mobilenetv2, convnext)",
             "attention": "attention (vit, deit, swin)",

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cakd.pipeline.checkpoints import save_checkpoint
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import save_torch
 from cakd.pipeline.models.base import ModelOutput, StagedModel, StageShape
 from cakd.pipeline.params import DistillParams
-from torch import Tensor, nn
 
 
 class Distiller(nn.Module, metaclass=ABCMeta):
@@ -77,7 +78,7 @@ class Distiller(nn.Module, metaclass=ABCMeta):
         """What the method learnt besides the student (projectors, L2G, loss heads) and how it was set,
         kept apart from the deployable student so the assistant can be rebuilt and evaluated."""
         extra = self.extra_modules()
-        save_torch({
+        save_checkpoint({
             "method": self.name,
             "student": self.student.spec.to_dict(),
             "teacher": self.teacher.spec.to_dict() if self.teacher is not None else None,

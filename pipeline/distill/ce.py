@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor
+
 from cakd.pipeline.distill.base import Distiller
 from cakd.pipeline.models.base import StagedModel
 from cakd.pipeline.params import DistillParams
-from torch import Tensor
 
 
 class CE(Distiller):

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor
+
 from cakd.pipeline.distill.base import Distiller, hard_labels
 from cakd.pipeline.distill.losses import dkd_loss
-from torch import Tensor
 
 
 class DKD(Distiller):

@@ -18,14 +18,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cakd.pipeline.checkpoints import load_checkpoint
 from cakd.pipeline.distill.assistant import FusedAssistant, build_fused_assistant
 from cakd.pipeline.distill.base import Distiller, one_hot
 from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, ofa_loss
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import load_torch
 from cakd.pipeline.models.base import ModelOutput, StagedModel
 from cakd.pipeline.params import DistillParams
-from torch import Tensor, nn
 
 
 class FBT(Distiller):
@@ -87,7 +88,7 @@ class FBT(Distiller):
 
 def load_assistant(extras_path: Path, teacher: StagedModel, student: StagedModel) -> FusedAssistant | None:
     """Rebuild the trained assistant from ``extras.pt`` (its L2G) and the two models; None if not FBT."""
-    extras = load_torch(extras_path, "distillation extras")
+    extras = load_checkpoint(extras_path, "distillation extras")
     if extras.get("method") != "fbt":
         return None
     for role, model in (("teacher", teacher), ("student", student)):

@@ -15,10 +15,11 @@ any ratio is resized bilinearly and a 1x1 conv maps the channels (no ReLU, since
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from cakd.pipeline.distill.base import Distiller, to_nchw
 from cakd.pipeline.models.base import StagedModel
 from cakd.pipeline.params import DistillParams
-from torch import Tensor, nn
 
 
 class FitNet(Distiller):

@@ -4,9 +4,10 @@ weight * KL(softmax(p_T / t) || softmax(p_S / t)) * t^2, batch mean (the weights
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor
+
 from cakd.pipeline.distill.base import Distiller
 from cakd.pipeline.distill.losses import kd_loss
-from torch import Tensor
 
 
 class KD(Distiller):

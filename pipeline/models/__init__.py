@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import load_torch, save_torch
+from cakd.pipeline.fileio import file_sha256
 from cakd.pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
 from cakd.pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
 from cakd.pipeline.models.registry import builder_for, registered_names
-from cakd.pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file, sha256_of
+from cakd.pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file
 
 if TYPE_CHECKING:
     from cakd.pipeline.params import ModelParams
@@ -50,7 +51,7 @@ def model_from_params(section: ModelParams, num_classes: int, img_size: int) -> 
         load_weights(model, section.checkpoint)
         file = Path(section.checkpoint)
     return model, ModelSource(str(file) if file is not None else None,
-                              sha256_of(file) if file is not None else None,
+                              file_sha256(file) if file is not None else None,
                               load.report(model) if load is not None else None)
 
 
@@ -59,7 +60,7 @@ def save_model(model: StagedModel, path: str | Path, extra: dict | None = None,
     """A self-describing checkpoint: the spec rebuilds the architecture, no training code needed.
     ``state_dict`` saves other weights of the same architecture (an earlier epoch's) instead of the model's."""
     weights = model.state_dict() if state_dict is None else state_dict
-    save_torch({"spec": model.spec.to_dict(), "state_dict": weights, **(extra or {})}, path)
+    save_checkpoint({"spec": model.spec.to_dict(), "state_dict": weights, **(extra or {})}, path)
 
 
 def _state_dict_of(ckpt: object, path: Path) -> tuple[ModelSpec, dict]:
@@ -74,7 +75,7 @@ def _state_dict_of(ckpt: object, path: Path) -> tuple[ModelSpec, dict]:
 def load_model(path: str | Path) -> StagedModel:
     """Rebuild a model from a checkpoint written by ``save_model`` (or a training checkpoint)."""
     path = Path(path)
-    spec, state = _state_dict_of(load_torch(path, "model checkpoint"), path)
+    spec, state = _state_dict_of(load_checkpoint(path, "model checkpoint"), path)
     model = create_model(spec)
     _load_state(model, state, path)
     return model
@@ -83,7 +84,7 @@ def load_model(path: str | Path) -> StagedModel:
 def load_weights(model: StagedModel, path: str | Path) -> None:
     """Initialise ``model`` from a cakd checkpoint of the same architecture (``checkpoint:`` in params)."""
     path = Path(path)
-    spec, state = _state_dict_of(load_torch(path, "model checkpoint"), path)
+    spec, state = _state_dict_of(load_checkpoint(path, "model checkpoint"), path)
     if (spec.name, spec.num_classes, spec.img_size) != (model.spec.name, model.spec.num_classes,
                                                          model.spec.img_size):
         raise CakdError(f"{path} holds {spec.name} ({spec.num_classes} classes, {spec.img_size} px), "

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import timm
+from torch import nn
+
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models.base import ModelSpec, StagedModel
 from cakd.pipeline.models.weights import WeightsLoad, load_into
-from torch import nn
 
 # A builder gets the spec and, optionally, a weights file to load into the timm model before splitting it.
 Builder = Callable[[ModelSpec, WeightsLoad | None], StagedModel]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
 from cakd.pipeline.models.registry import create_timm, is_small_input, register
 from cakd.pipeline.models.weights import WeightsLoad
-from torch import nn
 
 
 @register("resnet18", "resnet10t", "resnet34", "resnet50")

@@ -4,11 +4,12 @@ is the mean of the patch tokens (no class / distillation token), the logits timm
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
 from cakd.pipeline.models.pieces import TokenPool, split_in_four
 from cakd.pipeline.models.registry import create_timm, is_small_input, register
 from cakd.pipeline.models.weights import WeightsLoad
-from torch import nn
 
 
 class ViTEmbed(nn.Module):

@@ -10,7 +10,6 @@ out and stay newly initialised; which ones is said in one line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from itertools import chain
 from pathlib import Path
 
 import timm
-from cakd.pipeline.errors import CakdError
 from torch import nn
+
+from cakd.pipeline.errors import CakdError
 
 # What a Hugging Face model folder (or a timm hub repo) holds, in timm's order of preference.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -125,11 +125,3 @@ def load_into(net: nn.Module, load: WeightsLoad) -> None:
     load.left_out = [k for k in state if k not in fits]
     load.loaded = {id(own[k]): k for k in fits}
 
-
-def sha256_of(path: str | Path) -> str:
-    """Full sha256 of a file: names the exact weights a teacher came from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

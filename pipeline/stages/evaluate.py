@@ -12,16 +12,17 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # picks the Agg backend by itself on a machine without a display
 import numpy as np
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader
+
 from cakd.pipeline.data import build_datasets, load_manifest
 from cakd.pipeline.distill import load_assistant
 from cakd.pipeline.fileio import atomic_path, write_json, write_text
 from cakd.pipeline.metrics import classification_report, predict
 from cakd.pipeline.models import load_model
-from cakd.pipeline.params import Params
+from cakd.pipeline.params import Params, Student
 from cakd.pipeline.ui import console
-from rich.table import Table
-from torch import nn
-from torch.utils.data import DataLoader
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:
@@ -41,12 +42,12 @@ def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -
     plt.close(fig)
 
 
-def run(params: Params, manifest_path: Path, teacher: Path, baseline: Path, student: Path,
+def run(params: Params, chosen: Student, manifest_path: Path, teacher: Path, baseline: Path, student: Path,
         extras: Path | None, out_dir: Path, metrics_path: Path) -> dict:
     manifest = load_manifest(manifest_path)
     classes = [str(c) for c in manifest["classes"]]
     _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
-    loader = DataLoader(test_ds, batch_size=256, num_workers=params.runtime.num_workers)
+    loader = DataLoader(test_ds, batch_size=256, num_workers=params.machine.num_workers)
 
     models: dict[str, nn.Module] = {"teacher": load_model(teacher), "baseline": load_model(baseline),
                                     "student": load_model(student)}
@@ -71,7 +72,7 @@ def run(params: Params, manifest_path: Path, teacher: Path, baseline: Path, stud
     write_json(out_dir / "report.json", report)
     write_json(metrics_path, metrics)
 
-    table = Table(title=f"student {params.student_name} ({params.student.model}), test set: "
+    table = Table(title=f"student {chosen.name} ({chosen.params.model}), test set: "
                   f"{manifest['counts']['test']} images, {len(classes)} classes")
     for col in ("model", "top-1 %", "top-5 %", "ECE %"):
         table.add_column(col, justify="right" if col != "model" else "left")

@@ -1,83 +1,82 @@
-"""``cakd summary``: the last stage — what a user reads after ``dvc repro`` to choose what to deploy.
+"""``cakd summary``: the last stage - what a user reads after ``dvc repro`` to choose what to deploy.
 
 It only reads the reports the other stages wrote (the teacher's metrics, each student's evaluation and
-export, the latency bench) and restates, per student, the numbers a deployment decision needs:
-baseline and distilled accuracy, the gain, ONNX parity and the INT8 outcome; then the teacher's source,
-and one line per runtime naming the pick of the bench. ``summary.json`` goes under git-tracked
-``reports/``, so ``dvc exp show`` lists every experiment's accuracy, gain, parity and latency.
+export, the latency bench) and restates, per student, the numbers a deployment decision needs: baseline and
+distilled accuracy, the gain, ONNX parity and the INT8 outcome; then the teacher's source, and one line per
+runtime naming the bench's pick. ``summary.json`` goes under git-tracked ``reports/``, so ``dvc exp show``
+lists every experiment's accuracy, gain, parity and latency.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cakd.pipeline import layout
-from cakd.pipeline.fileio import read_json, write_json
-from cakd.pipeline.ui import console
 from rich.markup import escape
 from rich.table import Table
 
+from cakd.export.artefacts import read_export
+from cakd.export.rows import BenchRow, Pick
+from cakd.pipeline import layout
+from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.ui import console
 
-def int8_outcome(int8: dict | None) -> str:
-    """The INT8 row of an export.json: accuracy and drop when accepted, the reason when not."""
-    if not int8:
-        return "INT8 not exported (export.int8: false)"
-    if int8["status"] == "ok":
-        return (f"INT8 top-1 {int8['top1']:.2f}% (drop {int8['drop']:.2f} points, "
-                f"{int8['agreement']:.1f}% agreement with FP32 on {int8['images']} images)")
-    return f"INT8 {int8['status']}: {int8['reason']}"
+INT8_KINDS = ("onnx-int8", "onnx-int8-qat")  # the INT8 forms a CPU deployment ships, in order of preference
 
 
-def student_latency(rows: list[dict], label: str) -> dict[str, float]:
+def int8_outcome(artefacts: dict) -> str:
+    """Which INT8 file ships and why: its accuracy and agreement when a gate passed it, each reason if not."""
+    entries = {kind: artefacts[kind] for kind in INT8_KINDS if kind in artefacts}
+    if not entries:
+        return "INT8 not exported (deploy.precisions has no int8)"
+    parts = []
+    for kind, entry in entries.items():
+        gate = entry.get("gate") or {}
+        if entry["status"] == "ok":
+            parts.append(f"{kind} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, {gate['agreement']:.1f}% "
+                         f"agreement with FP32 on {gate['images']} images)")
+        else:
+            parts.append(f"{kind} {entry['status']}: {entry['reason']}")
+    return "INT8: " + "; ".join(parts)
+
+
+def latency_of(rows: list[BenchRow], label: str) -> dict[str, float]:
     """p50 ms at batch 1 of ``label``'s artefacts that passed their checks, keyed ``runtime/precision``."""
-    return {f"{r['runtime']}/{r['precision']}": r["p50_ms"] for r in rows
-            if r["model"] == label and r["batch_size"] == 1 and r["status"] == "ok"}
+    return {f"{r.runtime}/{r.precision}" + ("-qat" if r.artefact == "onnx-int8-qat" else ""): r.p50_ms
+            for r in rows if r.model == label and r.batch_size == 1 and r.status == "ok"}
 
 
-def deploy_line(pick: dict) -> str:
-    if pick.get("model") is None:
-        return f"deploy nothing on {pick['runtime']}: no artefact passed its checks within the budget"
-    return (f"deploy {pick['model']} {pick['precision']} on {pick['runtime']}: {pick['top1']:.2f}% at "
-            f"{pick['p50_ms']:.2f} ms (batch {pick['batch_size']})")
-
-
-def _export_entry(export: dict) -> dict:
-    int8 = export.get("int8")
-    return {"onnx_max_abs_diff": export["onnx"]["max_abs_diff"],
-            "onnx_top1_agreement": export["onnx"]["top1_agreement"],
-            "int8_status": int8["status"] if int8 else "off",
-            "int8_top1": int8.get("top1") if int8 else None,
-            "int8_drop": int8.get("drop") if int8 else None,
-            "int8": int8_outcome(int8)}
+def export_entry(folder: Path) -> dict:
+    artefacts = read_export(folder).report["artefacts"]
+    parity = artefacts["onnx"].get("parity") or {}
+    shipped = [kind for kind in INT8_KINDS if artefacts.get(kind, {}).get("status") == "ok"]
+    return {"onnx_max_abs_diff": parity.get("max_abs_diff"), "onnx_top1_agreement": parity.get("top1_agreement"),
+            "int8_shipped": shipped[0] if shipped else None, "int8": int8_outcome(artefacts)}
 
 
 def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict) -> dict:
     """summary.json from the reports of the teacher and of ``students`` (name -> timm model), and the bench:
-    the teacher, each student and the per-runtime picks (keyed by runtime, so DVC flattens
-    them into columns)."""
+    the teacher, each student and the per-runtime picks (keyed by runtime, so DVC flattens them into columns)."""
     teacher = read_json(reports / layout.TEACHER_REPORT.name, "teacher metrics")
-    rows = bench["rows"]
+    rows = [BenchRow.from_dict(row) for row in bench["rows"]]
+    chosen = [Pick.from_dict(pick) for pick in bench["picks"]]
+    teacher_export = export_entry(layout.export_dir("teacher", exports))
     result = {"teacher": {"model": teacher["model"], "top1": teacher["accuracy"],
-                          "source": teacher.get("teacher_source"),
-                          **_export_entry(read_json(layout.export_dir("teacher", exports) / "export.json",
-                                                    "teacher export report")),
-                          "latency_ms": student_latency(rows, "teacher")},
+                          "source": teacher.get("teacher_source"), **teacher_export,
+                          "latency_ms": latency_of(rows, "teacher")},
               "students": {}}
     for name, model in students.items():
         evaluation = read_json(layout.student_report(name, "eval", reports), f"evaluation of student {name}")
-        export = read_json(layout.export_dir(name, exports) / "export.json", f"export report of student {name}")
         result["students"][name] = {
             "model": model,
             "baseline_top1": evaluation["baseline"]["top1"],
             "distilled_top1": evaluation["student"]["top1"],
             "assistant_top1": evaluation.get("assistant", {}).get("top1"),
             "gain": evaluation["gain_over_baseline"],
-            **_export_entry(export),
-            "latency_ms": student_latency(rows, name),
+            **export_entry(layout.export_dir(name, exports)),
+            "latency_ms": latency_of(rows, name),
         }
-    result["deploy"] = {pick["runtime"]: {k: v for k, v in pick.items() if k != "runtime"}
-                        for pick in bench["picks"]}
-    result["deploy_lines"] = [deploy_line(pick) for pick in bench["picks"]]
+    result["deploy"] = {p.runtime: {k: v for k, v in p.to_dict().items() if k != "runtime"} for p in chosen}
+    result["deploy_lines"] = [p.line for p in chosen]
     return result
 
 
@@ -87,9 +86,14 @@ def source_line(source: dict | None) -> str:
     if not source.get("file"):
         return f"timm {source.get('timm_name')} trained from scratch"
     origin = "fine-tuned from" if source.get("fine_tuned") else "used as is from"
-    where = source["file"]
     digest = f", sha256 {source['sha256'][:12]}" if source.get("sha256") else ""
-    return f"{origin} {where}{digest}"
+    return f"{origin} {source['file']}{digest}"
+
+
+def _parity(entry: dict) -> str:
+    if entry["onnx_max_abs_diff"] is None:
+        return "n/a"
+    return f"{entry['onnx_max_abs_diff']:.1e}, {100 * entry['onnx_top1_agreement']:.0f}%"
 
 
 def print_summary(summary: dict) -> None:
@@ -100,8 +104,7 @@ def print_summary(summary: dict) -> None:
     for name, s in summary["students"].items():
         latency = ", ".join(f"{k} {v:.2f}" for k, v in s["latency_ms"].items()) or "n/a"
         table.add_row(escape(f"{name} ({s['model']})"), f"{s['baseline_top1']:.2f}", f"{s['distilled_top1']:.2f}",
-                      f"{s['gain']:+.2f}", f"{s['onnx_max_abs_diff']:.1e}, {100 * s['onnx_top1_agreement']:.0f}%",
-                      latency)
+                      f"{s['gain']:+.2f}", _parity(s), latency)
     console.print(table)
     for name, s in summary["students"].items():
         console.print(escape(f"{name}: {s['int8']}"))

@@ -15,11 +15,11 @@ from typing import Literal
 from cakd.pipeline.data import build_datasets, build_mixup, load_manifest
 from cakd.pipeline.distill import METHODS, Distiller, build_distiller
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_hash, write_json
+from cakd.pipeline.fileio import file_sha256, write_json
 from cakd.pipeline.models import ModelSource, StagedModel, load_model, model_from_params
-from cakd.pipeline.params import ModelParams, Params, fingerprint
+from cakd.pipeline.params import ModelParams, Params, Student, fingerprint
 from cakd.pipeline.training import FitResult, fit
-from cakd.pipeline.training.runtime import Runtime, init_runtime, seed_everything, shutdown
+from cakd.pipeline.training.placement import Placement, place, seed_everything, shutdown
 from cakd.pipeline.ui import console
 
 Role = Literal["teacher", "student"]
@@ -38,7 +38,7 @@ class Plan:
     run_parts: tuple  # settings that make a checkpoint resumable (besides the data and the starting weights)
 
 
-def plan_for(role: Role, params: Params) -> Plan:
+def plan_for(role: Role, params: Params, student: Student | None = None) -> Plan:
     if role == "teacher":
         return Plan(role, params.teacher, "ce", params.train.epochs, None, "teacher",
                     (params.teacher, params.train, params.data, params.seed))
@@ -48,8 +48,9 @@ def plan_for(role: Role, params: Params) -> Plan:
         raise CakdError("a student needs at least one epoch: set distill.epochs (train.epochs: 0 only means "
                         "'use the teacher as is')")
     method_params = getattr(params.distill, method, None)
-    return Plan(role, params.student, method, epochs, params.distill.lr, method,
-                (params.student, params.train, params.data, params.seed, method, params.distill.epochs,
+    student = student or params.student()
+    return Plan(role, student.params, method, epochs, params.distill.lr, method,
+                (student.params, params.train, params.data, params.seed, method, params.distill.epochs,
                  params.distill.lr, method_params))
 
 
@@ -63,12 +64,13 @@ def teacher_for(plan: Plan, teacher_path: Path | None) -> StagedModel | None:
 
 
 def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_path: Path | None = None,
-        resume: bool = False, metrics_path: Path | None = None) -> dict:
-    """Train ``role`` into ``out_dir``; its metrics JSON goes to ``metrics_path`` (default out_dir/metrics.json)."""
-    plan = plan_for(role, params)
+        resume: bool = False, metrics_path: Path | None = None, student: Student | None = None) -> dict:
+    """Train ``role`` (for a student: ``student``, default the first) into ``out_dir``; its metrics JSON goes to
+    ``metrics_path`` (default out_dir/metrics.json)."""
+    plan = plan_for(role, params, student)
     manifest = load_manifest(manifest_path)
     teacher = teacher_for(plan, teacher_path)
-    runtime = init_runtime(params.runtime.threads)
+    placement = place(params.machine.threads)
     try:
         train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
         seed_everything(params.seed)
@@ -76,17 +78,17 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
         if plan.epochs == 0 and source.file is None:
             raise CakdError(f"train.epochs: 0 uses the {role} as is, but {plan.section.model} has no weights: set "
                             f"{role}.weights, {role}.pretrained or {role}.checkpoint")
-        if runtime.is_main and source.report:
+        if placement.is_main and source.report:
             console.print(source.report)
         distiller = build_distiller(plan.method, model, teacher, params.distill)
         run_id = fingerprint(*plan.run_parts, manifest["content_hash"], source.sha256,
-                             file_hash(teacher_path) if teacher is not None else None)
-        result = fit(distiller, train_ds, test_ds, params.train, out_dir, runtime, seed=params.seed,
+                             file_sha256(teacher_path) if teacher is not None else None)
+        result = fit(distiller, train_ds, test_ds, params.train, out_dir, placement, seed=params.seed,
                      fingerprint=run_id, resume=resume, epochs=plan.epochs, lr=plan.lr,
-                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.runtime.num_workers,
+                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.machine.num_workers,
                      role=role, label=plan.label)
-        summary = summarise(plan, params, result, distiller, source, runtime)
-        if runtime.is_main:
+        summary = summarise(plan, params, result, distiller, source, placement)
+        if placement.is_main:
             if role == "student":
                 distiller.save_extras(out_dir / "extras.pt")
             write_json(metrics_path or out_dir / "metrics.json", summary)
@@ -95,19 +97,19 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
                           f"-> {out_dir / 'model.pt'}")
         return summary
     finally:
-        shutdown(runtime)
+        shutdown(placement)
 
 
 def summarise(plan: Plan, params: Params, result: FitResult, distiller: Distiller, source: ModelSource,
-              runtime: Runtime) -> dict:
+              placement: Placement) -> dict:
     """metrics.json: accuracy and cost for every role; the teacher's source, or the student's method."""
     common = {
         "accuracy": result.accuracy.get(plan.role),
         "best_accuracy": result.best_accuracy,
         "epochs": plan.epochs,
         "seconds_per_epoch": result.seconds_per_epoch,
-        "world_size": runtime.world_size,
-        "effective_batch_size": params.train.batch_size * runtime.world_size,
+        "world_size": placement.world_size,
+        "effective_batch_size": params.train.batch_size * placement.world_size,
         "rank_digests": result.rank_digests,
     }
     if plan.role == "teacher":

@@ -17,13 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import load_torch, save_torch
-from cakd.pipeline.metrics import top1_accuracy
-from cakd.pipeline.models import save_model
-from cakd.pipeline.params import TrainParams
-from cakd.pipeline.training.runtime import Runtime, gather_strings, seed_everything, weights_digest
-from cakd.pipeline.ui import console
 from dvclive import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from scmrepo.exceptions import SCMError
@@ -35,6 +28,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
+
+from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
+from cakd.pipeline.distill.base import Distiller
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.metrics import top1_accuracy
+from cakd.pipeline.models import save_model
+from cakd.pipeline.params import TrainParams
+from cakd.pipeline.training.placement import Placement, gather_strings, seed_everything, weights_digest
+from cakd.pipeline.ui import console
 
 
 @dataclass
@@ -81,8 +83,8 @@ class RunState:
 class Run:
     """One training run's fixed context, shared by its parts."""
 
-    distiller: nn.Module
-    runtime: Runtime
+    distiller: Distiller
+    placement: Placement
     out_dir: Path
     fingerprint: str
     role: str  # "teacher" or "student": names the trained model's accuracy (acc_teacher, acc_student)
@@ -94,14 +96,14 @@ class Run:
         return self.out_dir / "checkpoint.pt"
 
 
-def build_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int, runtime: Runtime, seed: int,
+def build_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int, placement: Placement, seed: int,
                   num_workers: int = 0) -> Loaders:
     """Shuffled, full training batches (a distributed sampler under torchrun) and a plain test loader."""
-    if len(train_ds) < batch_size * runtime.world_size:
+    if len(train_ds) < batch_size * placement.world_size:
         raise CakdError(f"training set has {len(train_ds)} images, fewer than one batch "
-                        f"({batch_size} x {runtime.world_size} processes): lower train.batch_size")
-    sampler = (DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
-               if runtime.distributed else None)
+                        f"({batch_size} x {placement.world_size} processes): lower train.batch_size")
+    sampler = (DistributedSampler(train_ds, placement.world_size, placement.rank, shuffle=True, seed=seed)
+               if placement.distributed else None)
     generator = torch.Generator()
     train = DataLoader(train_ds, batch_size=batch_size, drop_last=True, num_workers=num_workers,
                        sampler=sampler or RandomSampler(train_ds, generator=generator), persistent_workers=False)
@@ -109,31 +111,33 @@ def build_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int, runtime:
     return Loaders(train, test, sampler, generator)
 
 
-def build_optimisation(distiller: nn.Module, recipe: TrainParams, lr: float, epochs: int, steps_per_epoch: int,
-                       runtime: Runtime) -> Optimisation:
+def build_optimisation(distiller: Distiller, recipe: TrainParams, lr: float, epochs: int, steps_per_epoch: int,
+                       placement: Placement) -> Optimisation:
     """timm's optimiser and per-step scheduler; on CUDA, bf16 autocast (or fp16 with timm's NativeScaler)."""
-    optimizer = create_optimizer_v2(distiller, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay)
+    trainable = distiller.trainable_parameters()  # never the teacher's, each parameter once
+    groups = [{"params": [p for p in trainable if p.ndim > 1]},  # timm's rule: no weight decay on biases and norms
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    optimizer = create_optimizer_v2(groups, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay)
     scheduler = None
     if recipe.sched != "none":
         scheduler, _ = create_scheduler_v2(
             optimizer, sched=recipe.sched, num_epochs=epochs, warmup_epochs=recipe.warmup_epochs,
             decay_epochs=max(1, epochs // 3), step_on_epochs=False, updates_per_epoch=steps_per_epoch)
     autocast, scaler = nullcontext(), None
-    if runtime.device.type == "cuda" and recipe.amp != "off":
+    if placement.device.type == "cuda" and recipe.amp != "off":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         autocast = torch.autocast("cuda", dtype=dtype)
         scaler = NativeScaler("cuda") if dtype == torch.float16 else None
-    params = [p for p in distiller.parameters() if p.requires_grad]
-    return Optimisation(optimizer, scheduler, scaler, autocast, params, recipe.grad_clip)
+    return Optimisation(optimizer, scheduler, scaler, autocast, trainable, recipe.grad_clip)
 
 
 def restore(run: Run, opt: Optimisation) -> RunState:
     """The state of ``checkpoint.pt`` if it was made by this very run (same fingerprint), else a fresh start."""
     if not run.ckpt_path.exists():
         return RunState()
-    state = load_torch(run.ckpt_path, "training checkpoint")
+    state = load_checkpoint(run.ckpt_path, "training checkpoint")
     if state.get("fingerprint") != run.fingerprint:
-        if run.runtime.is_main:
+        if run.placement.is_main:
             console.print(f"[yellow]{run.ckpt_path} was made with other settings or inputs: starting over")
         return RunState()
     run.distiller.load_state_dict(state["distiller"])
@@ -144,7 +148,7 @@ def restore(run: Run, opt: Optimisation) -> RunState:
         opt.scaler.load_state_dict(state["scaler"])
     restored = RunState(state["epoch"], state["best"], state["history"], state.get("best_weights"),
                         state.get("best_epoch", 0))
-    if run.runtime.is_main:
+    if run.placement.is_main:
         console.print(f"resuming {run.label} from epoch {state['epoch']}/{run.epochs} ({run.ckpt_path})")
         if restored.best_weights is not None and not (run.out_dir / "best.pt").exists():
             _save_best(run, restored)  # `dvc repro` removes a stage's outputs before it runs it again
@@ -179,7 +183,7 @@ def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Opt
     correct = seen = 0
     t0 = time.perf_counter()
     for i, (images, labels) in enumerate(loaders.train):
-        device = run.runtime.device
+        device = run.placement.device
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         images, targets = mixup(images, labels) if mixup is not None else (images, labels)
         with opt.autocast:
@@ -193,19 +197,19 @@ def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Opt
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         correct += int((logits.argmax(1) == labels).sum())
         seen += labels.shape[0]
-        rate = seen * run.runtime.world_size / (time.perf_counter() - t0)
+        rate = seen * run.placement.world_size / (time.perf_counter() - t0)
         progress.update(task, advance=1, stats=f"loss {sums['loss'] / (i + 1):.3f}  "
                         f"acc {100 * correct / seen:.1f}%  {rate:.0f} img/s")
     progress.remove_task(task)
     seconds = time.perf_counter() - t0
     record = {f"train/{k}": v / steps for k, v in sums.items()}
-    record.update({"train/acc": 100.0 * correct / seen, "train/images_per_s": seen * run.runtime.world_size / seconds,
+    record.update({"train/acc": 100.0 * correct / seen, "train/images_per_s": seen * run.placement.world_size / seconds,
                    "lr": opt.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds})
     return record
 
 
 @torch.no_grad()
-def evaluate_heads(distiller: nn.Module, loader: DataLoader, device: torch.device, role: str = "student"
+def evaluate_heads(distiller: Distiller, loader: DataLoader, device: torch.device, role: str = "student"
                    ) -> dict[str, float]:
     """Test top-1 (%) of every head the distiller reports, the trained model's named by its role.
 
@@ -228,7 +232,7 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
 
     Without ``opt`` nothing was trained: the model as it is becomes epoch 0.
     """
-    heads = evaluate_heads(run.distiller, loaders.test, run.runtime.device, run.role)
+    heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
     record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
     state.epoch += opt is not None
     state.history.append({"epoch": state.epoch, **record})
@@ -239,7 +243,7 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
         state.best, state.best_epoch = heads[run.role], state.epoch
         state.best_weights = {k: v.detach().clone() for k, v in run.distiller.student.state_dict().items()}
         _save_best(run, state)
-    save_torch({
+    save_checkpoint({
         "fingerprint": run.fingerprint, "epoch": state.epoch, "best": state.best, "history": state.history,
         "best_weights": state.best_weights, "best_epoch": state.best_epoch,
         "distiller": run.distiller.state_dict(),
@@ -257,10 +261,10 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
 
 def finish(run: Run, state: RunState, live: Live | None, epochs_run: int) -> FitResult:
     """Write model.pt (the trained model alone) and sum the run up from its whole history."""
-    digests = gather_strings(run.runtime, weights_digest(run.distiller.student))
+    digests = gather_strings(run.placement, weights_digest(run.distiller.student))
     final = ({k.removeprefix("test/acc_"): v for k, v in state.history[-1].items() if k.startswith("test/acc_")}
              if state.history else {})
-    if run.runtime.is_main:
+    if run.placement.is_main:
         save_model(run.distiller.student, run.out_dir / "model.pt",
                    {"epochs": run.epochs, "accuracy": final.get(run.role)})
         live.end()
@@ -274,18 +278,18 @@ def finish(run: Run, state: RunState, live: Live | None, epochs_run: int) -> Fit
 def use_as_is(run: Run, loaders: Loaders) -> FitResult:
     """No training: the model is evaluated once and written as it is (a teacher with ``train.epochs: 0``)."""
     state, live = RunState(), open_live(run, resume=False)
-    if run.runtime.is_main:
+    if run.placement.is_main:
         end_of_epoch(run, state, loaders, {}, live, None)
     return finish(run, state, live, 0)
 
 
 def fit(
-    distiller: nn.Module,
+    distiller: Distiller,
     train_ds: Dataset,
     test_ds: Dataset,
     recipe: TrainParams,
     out_dir: Path,
-    runtime: Runtime,
+    placement: Placement,
     *,
     seed: int,
     fingerprint: str,
@@ -301,26 +305,26 @@ def fit(
 
     ``epochs=0`` trains nothing: the model is evaluated once and written as it is.
     """
-    run = Run(distiller.to(runtime.device), runtime, out_dir, fingerprint, role, label,
+    run = Run(distiller.to(placement.device), placement, out_dir, fingerprint, role, label,
               recipe.epochs if epochs is None else epochs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaders = build_loaders(train_ds, test_ds, recipe.batch_size, runtime, seed, num_workers)
+    loaders = build_loaders(train_ds, test_ds, recipe.batch_size, placement, seed, num_workers)
     if run.epochs == 0:
         return use_as_is(run, loaders)
-    opt = build_optimisation(distiller, recipe, lr or recipe.lr, run.epochs, len(loaders.train), runtime)
+    opt = build_optimisation(distiller, recipe, lr or recipe.lr, run.epochs, len(loaders.train), placement)
     state = restore(run, opt) if resume else RunState()
     start = state.epoch
     step_module: nn.Module = distiller  # distiller(images, targets) is its training step
-    if runtime.distributed:  # DDP averages gradients across ranks
-        cuda = runtime.device.type == "cuda"
-        step_module = DistributedDataParallel(distiller, device_ids=[runtime.device.index] if cuda else None,
+    if placement.distributed:  # DDP averages gradients across ranks
+        cuda = placement.device.type == "cuda"
+        step_module = DistributedDataParallel(distiller, device_ids=[placement.device.index] if cuda else None,
                                               find_unused_parameters=True)
     live = open_live(run, resume=start > 0, lr=lr or recipe.lr, batch_size=recipe.batch_size)
     if live is not None:
         live.step = start
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
-                        disable=not runtime.is_main, transient=True)
+                        disable=not placement.is_main, transient=True)
     with progress:
         for epoch in range(start, run.epochs):
             seed_everything(seed * 1000 + epoch)
@@ -328,26 +332,26 @@ def fit(
             if loaders.sampler is not None:
                 loaders.sampler.set_epoch(epoch)
             record = train_one_epoch(run, step_module, loaders, opt, epoch, mixup, progress)
-            if runtime.distributed:  # BatchNorm statistics drift per rank: rank 0's become everyone's
-                distribute_bn(distiller, runtime.world_size, reduce=False)
-            if runtime.is_main:
+            if placement.distributed:  # BatchNorm statistics drift per rank: rank 0's become everyone's
+                distribute_bn(distiller, placement.world_size, reduce=False)
+            if placement.is_main:
                 end_of_epoch(run, state, loaders, record, live, opt)
             else:
                 state.epoch += 1
-            if runtime.distributed:
+            if placement.distributed:
                 dist.barrier()
     return finish(run, state, live, run.epochs - start)
 
 
 def open_live(run: Run, resume: bool, **params: float) -> Live | None:
     """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
-    if not run.runtime.is_main:
+    if not run.placement.is_main:
         return None
     try:
         live = Live(dir=str(run.out_dir / "live"), resume=resume, save_dvc_exp=False, dvcyaml=False)
     except SCMError as err:
         raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
-    world = run.runtime.world_size
+    world = run.placement.world_size
     live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
                      **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
     return live
@@ -356,7 +360,7 @@ def open_live(run: Run, resume: bool, **params: float) -> Live | None:
 def _stop_if_not_finite(loss: torch.Tensor, run: Run, epoch: int, step: int) -> None:
     """A NaN/inf loss ends training with one line; the last checkpoint (previous epoch) stays intact."""
     bad = torch.tensor(0.0 if math.isfinite(float(loss.detach())) else 1.0, device=loss.device)
-    if run.runtime.distributed:
+    if run.placement.distributed:
         dist.all_reduce(bad)
     if bad.item():
         kept = (f"last good checkpoint kept: {run.ckpt_path}" if run.ckpt_path.exists()

@@ -14,7 +14,7 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Placement:
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -28,7 +28,7 @@ class Runtime:
         return self.world_size > 1
 
 
-def init_runtime(threads: int = 0) -> Runtime:
+def place(threads: int = 0) -> Placement:
     """One process, or one rank of a ``torchrun --nproc-per-node N`` job (nccl on GPUs, gloo on CPU)."""
     if threads:
         torch.set_num_threads(threads)
@@ -42,12 +42,12 @@ def init_runtime(threads: int = 0) -> Runtime:
             device = torch.device("cpu")
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return Runtime(device, rank, world_size)
-    return Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return Placement(device, rank, world_size)
+    return Placement(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def shutdown(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
+def shutdown(placement: Placement) -> None:
+    if placement.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -67,9 +67,9 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def gather_strings(runtime: Runtime, value: str) -> list[str]:
-    if not runtime.distributed:
+def gather_strings(placement: Placement, value: str) -> list[str]:
+    if not placement.distributed:
         return [value]
-    out: list[str] = [""] * runtime.world_size
+    out: list[str] = [""] * placement.world_size
     dist.all_gather_object(out, value)
     return out

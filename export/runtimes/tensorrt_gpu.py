@@ -1,10 +1,10 @@
-"""TensorRT engines from the exported ONNX, with the TensorRT Python API.
+"""TensorRT on an NVIDIA GPU: engines built from the exported ONNX with TensorRT's Python API, and run.
 
-Networks are built *strongly typed*: the precision lives in the ONNX graph (FP32 file, FP16 file,
-or the INT8 QDQ file) rather than in builder flags. That is the only mode TensorRT 11 keeps (its
-FP16/INT8 flags are gone; they were deprecated in 10.12) and it works from TensorRT 10.0 on.
-Where TensorRT or a CUDA GPU is missing, the exact ``trtexec`` equivalent is written next to the
-ONNX so the engine can be built on the target device.
+Networks are built *strongly typed*: the precision lives in the ONNX graph (FP32 file, FP16 file, or a
+symmetric INT8 QDQ file) rather than in builder flags. That is the only mode TensorRT 11 keeps (its
+FP16/INT8 flags are gone; they were deprecated in 10.12) and it works from TensorRT 10.0 on. Where
+TensorRT or a CUDA GPU is missing, the exact ``trtexec`` equivalent is written next to the ONNX so the
+engine can be built on the target device. Not run on the development machines (no GPU there).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from cakd.export.runtimes import INPUT_NAME, Precision, Runner, Session
+
+from cakd.export.runtimes.base import INPUT_NAME, Precision, Runner, Runtime, Session, Settings
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import atomic_path, write_json, write_text
 
 
-def tensorrt_unavailable() -> str | None:
+def unavailable() -> str | None:
     """Why no engine can be built or run here, or None when TensorRT and a CUDA GPU are present."""
     try:
         import tensorrt  # noqa: F401
@@ -40,8 +41,7 @@ def profile_shapes(batch_sizes: list[int], img_size: int, in_chans: int = 3) -> 
 def trtexec_command(onnx_path: Path, engine_path: Path, batch_sizes: list[int], img_size: int,
                     workspace_mb: int, in_chans: int = 3) -> str:
     """The ``trtexec`` line that builds the same engine as ``build_engine``."""
-    shapes = profile_shapes(batch_sizes, img_size, in_chans)
-    dims = {name: "x".join(map(str, shape)) for name, shape in shapes.items()}
+    dims = {name: "x".join(map(str, shape)) for name, shape in profile_shapes(batch_sizes, img_size, in_chans).items()}
     return " ".join([
         "trtexec", f"--onnx={shlex.quote(str(onnx_path))}", f"--saveEngine={shlex.quote(str(engine_path))}",
         "--stronglyTyped",
@@ -52,11 +52,11 @@ def trtexec_command(onnx_path: Path, engine_path: Path, batch_sizes: list[int], 
 
 def write_trtexec_script(onnx_path: Path, engine_path: Path, batch_sizes: list[int], img_size: int,
                          workspace_mb: int, in_chans: int = 3) -> Path:
-    """``<onnx stem>.trtexec.sh`` next to the ONNX; paths are relative to it, so the folder can be
-    copied to the target device as is."""
+    """``<onnx stem>.trtexec.sh`` next to the ONNX; paths are relative to it, so the folder can be copied
+    to the target device as is."""
     script = onnx_path.with_name(f"{onnx_path.stem}.trtexec.sh")
-    command = trtexec_command(Path(onnx_path.name), Path(engine_path.name), batch_sizes, img_size,
-                              workspace_mb, in_chans)
+    command = trtexec_command(Path(onnx_path.name), Path(engine_path.name), batch_sizes, img_size, workspace_mb,
+                              in_chans)
     write_text(script, "#!/bin/sh\n# Build the TensorRT engine on the target device (NVIDIA GPU + TensorRT >= 10).\n"
                f'set -e\ncd "$(dirname "$0")"\n{command}\n')
     script.chmod(0o755)
@@ -65,14 +65,14 @@ def write_trtexec_script(onnx_path: Path, engine_path: Path, batch_sizes: list[i
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: Precision, batch_sizes: list[int],
                  workspace_mb: int, img_size: int, in_chans: int = 3) -> dict:
-    """Build and serialise an engine (atomically) plus ``<engine>.json``; without TensorRT or a GPU,
-    write the trtexec script and raise ``CakdError`` naming what is missing and where the script is."""
+    """Build and serialise an engine (atomically) plus ``<engine>.json``; without TensorRT or a GPU, write
+    the trtexec script and raise ``CakdError`` naming what is missing and where the script is."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    missing = tensorrt_unavailable()
+    missing = unavailable()
     if missing is not None:
         script = write_trtexec_script(onnx_path, engine_path, batch_sizes, img_size, workspace_mb, in_chans)
-        raise CakdError(f"cannot build a TensorRT engine here: {missing}; "
-                        f"the equivalent trtexec command is in {script}")
+        raise CakdError(f"cannot build a TensorRT engine here: {missing}; the equivalent trtexec command is in "
+                        f"{script}")
 
     import tensorrt as trt
 
@@ -94,21 +94,19 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: Prec
         raise CakdError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
-    sidecar = {"engine": str(engine_path), "onnx": str(onnx_path), "precision": precision,
-               "tensorrt_version": trt.__version__, "gpu": torch.cuda.get_device_name(0),
-               "input": INPUT_NAME, "input_shapes": shapes, "workspace_mb": workspace_mb,
-               "size_bytes": engine_path.stat().st_size}
+    sidecar = {"engine": engine_path.name, "onnx": onnx_path.name, "precision": precision,
+               "tensorrt_version": trt.__version__, "gpu": torch.cuda.get_device_name(0), "input": INPUT_NAME,
+               "input_shapes": shapes, "workspace_mb": workspace_mb, "size_bytes": engine_path.stat().st_size}
     write_json(engine_path.with_name(engine_path.name + ".json"), sidecar)
     return sidecar
 
 
-def tensorrt_runner(engine_path: str | Path) -> Runner:
-    """Run a serialised engine on torch CUDA tensors (no pycuda): inputs and outputs stay on the GPU
-    for timing; ``predict`` copies in and out."""
+def engine_runner(engine_path: str | Path) -> Runner:
+    """Run a serialised engine on torch CUDA tensors (no pycuda): inputs and outputs stay on the GPU for
+    timing; ``predict`` copies in and out."""
     import tensorrt as trt
 
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(engine_path).read_bytes())
     context = engine.create_execution_context()
     output_name = next(n for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
                        if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
@@ -132,10 +130,20 @@ def tensorrt_runner(engine_path: str | Path) -> Runner:
     return Runner(lambda x: infer(x).cpu(), timed_call)
 
 
-def tensorrt_session_runner(session: Session) -> Runner:
-    """Build an engine for the session's ONNX into the bench's work folder, then run it."""
-    cfg = session.settings
-    engine = cfg.work_dir / f"{session.path.stem}.{session.precision}.engine"
-    build_engine(session.path, engine, session.precision, list(cfg.batch_sizes), cfg.workspace_mb, session.img_size,
-                 session.in_chans)
-    return tensorrt_runner(engine)
+def options(settings: Settings) -> dict:
+    return {"network": "strongly typed", "profile_batch_sizes": list(settings.batch_sizes),
+            "workspace_mb": settings.workspace_mb}
+
+
+def build(session: Session) -> Runner:
+    """Compile the session's ONNX into an engine in the bench's work folder (as OpenVINO compiles its
+    model on load: the engine belongs to this GPU), then run it."""
+    cfg = options(session.settings)
+    engine = session.settings.work_dir / f"{session.path.stem}.{session.precision}.engine"
+    build_engine(session.path, engine, session.precision, cfg["profile_batch_sizes"], cfg["workspace_mb"],
+                 session.img_size, session.in_chans)
+    return engine_runner(engine)
+
+
+RUNTIME = Runtime("tensorrt", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": ("onnx-int8-trt", "onnx-int8-qat")},
+                  "onnxruntime", unavailable, options, build)

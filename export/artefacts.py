@@ -1,0 +1,213 @@
+"""``cakd export``'s one function: every artefact the deployment runtimes consume, each behind its gate, built
+in a new folder that replaces the previous export as a whole (a failed or killed export leaves it intact).
+
+    checkpoint     model.pt             the PyTorch model (torch runtimes): a copy of the source checkpoint
+    onnx           model.onnx           FP32, dynamic batch; parity gate vs PyTorch (a failure stops the export)
+    onnx-fp16      model.fp16.onnx      FP16 weights and compute; its own parity tolerance
+    onnx-int8      model.int8.onnx      post-training static INT8 (QDQ) for CPU runtimes; the INT8 accuracy gate
+    onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
+
+A rejected INT8 leaves no file and its reason in ``export.json``; the export still succeeds unless
+``export.strict``. ``read_export`` is how every reader (bench, summary) opens the folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch.utils.data import DataLoader
+
+from cakd.export.int8 import export_int8, logits_on
+from cakd.export.onnx_export import export_fp16, export_fp32
+from cakd.export.runtimes import RUNTIMES, Artefact, Precision
+from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import atomic_dir, file_sha256, read_json, write_json
+from cakd.pipeline.models import StagedModel, load_model
+from cakd.pipeline.params import ExportParams, Params, fingerprint
+
+Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
+REPORT = "export.json"
+FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
+                              "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
+                              "onnx-int8-qat": "model.int8-qat.onnx"}
+MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")  # onnx-int8-qat: by `cakd qat`
+
+
+EVAL_BATCH = 64
+
+
+@dataclass
+class GateData:
+    """The images the gates run on: parity (test images), INT8 calibration (training images) and the INT8
+    accuracy gate (the test split). Without the last two no INT8 artefact can be made or gated."""
+
+    parity_images: torch.Tensor
+    calib_images: torch.Tensor | None = None
+    test_loader: Loader | None = None
+
+
+def gate_data(params: Params, manifest: Path) -> GateData:
+    """Test images for parity, training images for INT8 calibration, the test split for the INT8 gate."""
+    train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
+    return GateData(spread_sample(test_ds, params.export.parity_images),
+                    spread_sample(train_ds, params.export.calib_images),
+                    DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
+
+
+def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> list[Artefact]:
+    """What the runtimes consume in these precisions (read from the runtime table), plus the checkpoint and
+    the FP32 ONNX every other artefact is made from."""
+    precisions = list(precisions)
+    wanted = {"checkpoint", "onnx"} | {kind for name in runtimes for p in precisions
+                                       for kind in RUNTIMES[name].consumes.get(p, ())}
+    return [kind for kind in MADE_HERE if kind in wanted]
+
+
+def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
+                 model: StagedModel | None = None) -> dict:
+    """Make ``kinds`` from ``source`` (a cakd checkpoint, or an FP32 ONNX file given by hand) into ``out_dir``
+    with ``export.json``, replacing what was there only once every gate has run; returns the report.
+    ``model`` is the checkpoint's model when the caller has already loaded it."""
+    with atomic_dir(out_dir) as tmp:
+        if source.suffix == ".onnx":
+            made = _from_onnx(source, tmp, kinds)
+        else:
+            made = _from_checkpoint(source, model or load_model(source), tmp, kinds, cfg, data)
+        made["artefacts"].update(_int8_artefacts(tmp, [k for k in kinds if k in ("onnx-int8", "onnx-int8-trt")],
+                                                 cfg, data))
+        rejected = [f"{kind}: {entry['reason']}" for kind, entry in made["artefacts"].items()
+                    if entry["status"] == "rejected"]
+        if rejected and cfg.strict:
+            raise CakdError(f"{'; '.join(rejected)} (export.strict: nothing exported, the previous export kept)")
+        report = {"source": str(source), **made, "settings": settings_key(cfg, kinds)}
+        write_json(tmp / REPORT, report)
+    return report
+
+
+def _from_checkpoint(checkpoint: Path, model: StagedModel, folder: Path, kinds: list[Artefact], cfg: ExportParams,
+                     data: GateData) -> dict:
+    """The checkpoint's copy, the parity-gated FP32 ONNX and, when asked, the FP16 ONNX."""
+    spec = model.spec
+    if data.parity_images.shape[-1] != spec.img_size:
+        raise CakdError(f"{checkpoint} takes {spec.img_size} px images but the dataset gives "
+                        f"{data.parity_images.shape[-1]} px (data.img_size)")
+    shutil.copyfile(checkpoint, folder / FILES["checkpoint"])
+    made = {"checkpoint": _entry("checkpoint", folder, "ok")}
+    proto, parity = export_fp32(model, folder / FILES["onnx"], img_size=spec.img_size, in_chans=spec.in_chans,
+                                opset=cfg.opset, parity_images=data.parity_images, atol=cfg.atol)
+    made["onnx"] = _entry("onnx", folder, "ok", parity=parity)
+    if "onnx-fp16" in kinds:
+        half = export_fp16(model, proto, folder / FILES["onnx-fp16"], parity_images=data.parity_images,
+                           atol=cfg.fp16_atol)
+        made["onnx-fp16"] = _entry("onnx-fp16", folder, "ok", parity=half)
+    return {"checkpoint_sha256": file_sha256(checkpoint), "model": spec.to_dict(), "artefacts": made}
+
+
+def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
+    """An FP32 ONNX given by hand: taken as it is (there is no PyTorch model to check parity against)."""
+    in_chans, img_size, num_classes = onnx_shape(onnx_file)
+    shutil.copyfile(onnx_file, folder / FILES["onnx"])
+    why = f"an ONNX file was given ({onnx_file}), not a checkpoint"
+    made = {"checkpoint": _entry("checkpoint", folder, "skipped", reason=why),
+            "onnx": _entry("onnx", folder, "ok", parity=None)}
+    if "onnx-fp16" in kinds:
+        made["onnx-fp16"] = _entry("onnx-fp16", folder, "skipped", reason=f"{why}: no PyTorch model to gate FP16 on")
+    model = {"name": None, "img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
+    return {"checkpoint_sha256": None, "model": model, "artefacts": made}
+
+
+def settings_key(cfg: ExportParams, kinds: list[Artefact]) -> str:
+    """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
+    the same key."""
+    return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds))
+
+
+def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData) -> dict[str, dict]:
+    """The CPU and TensorRT INT8 forms from the FP32 ONNX, each through the same INT8 gate."""
+    if not kinds:
+        return {}
+    if data.calib_images is None or data.test_loader is None:
+        return {kind: _entry(kind, folder, "skipped", reason="no dataset to calibrate and gate INT8 on (give --data)")
+                for kind in kinds}
+    fp32 = logits_on(folder / FILES["onnx"], data.test_loader)
+    entries = {}
+    for kind in kinds:
+        trt = kind == "onnx-int8-trt"
+        gate = export_int8(folder / FILES["onnx"], folder / FILES[kind], data.calib_images, data.test_loader, fp32,
+                           max_drop=cfg.int8_max_drop, min_agreement=cfg.int8_min_agreement,
+                           activations="int8" if trt else cfg.int8_activations, quantize_bias=not trt,
+                           reduce_range=cfg.int8_reduce_range)
+        status, reason = gate.pop("status"), gate.pop("reason")
+        entries[kind] = _entry(kind, folder, status, reason=reason, gate=gate)
+    return entries
+
+
+def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None, **details: dict) -> dict:
+    path = folder / FILES[kind]
+    ok = status == "ok"
+    return {"file": FILES[kind] if ok else None, "status": status, "reason": reason,
+            "size_bytes": path.stat().st_size if ok else None, **details}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An export folder as readers see it: the files that passed their gates, and why the others are missing."""
+
+    folder: Path
+    report: dict
+    files: dict[Artefact, Path]
+    missing: dict[Artefact, tuple[str, str]]  # kind -> (status, reason): rejected or skipped
+
+    @property
+    def img_size(self) -> int:
+        return int(self.report["model"]["img_size"])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.report["model"].get("in_chans", 3))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.report["model"]["num_classes"])
+
+
+def read_export(folder: Path) -> Exported:
+    """Open an export folder; a report that is not one, or names files that are gone, is one line."""
+    path = folder / REPORT
+    report = read_json(path, "export report")
+    try:
+        entries = report["artefacts"]
+        model = report["model"]
+        int(model["img_size"]), int(model["num_classes"])
+        files = {kind: folder / entry["file"] for kind, entry in entries.items() if entry["status"] == "ok"}
+        missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items()
+                   if entry["status"] != "ok"}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CakdError(f"{path} is not an export report of this cakd version ({type(err).__name__}: {err}): "
+                        "re-run cakd export") from None
+    unknown = sorted(set(files) - set(FILES))
+    if unknown:
+        raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
+    gone = sorted(str(p) for p in files.values() if not p.is_file())
+    if gone:
+        raise CakdError(f"{path} names files that are gone: {', '.join(gone)} (re-run cakd export)")
+    return Exported(folder, report, files, missing)
+
+
+def onnx_shape(path: Path) -> tuple[int, int, int]:
+    """(in_chans, img_size, num_classes) read from an ONNX file's input and output; one line if it has none."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    except Exception as err:  # onnx raises DecodeError, IndexError... for files that are not ONNX models
+        raise CakdError(f"{path} is not a readable ONNX model ({type(err).__name__}: {str(err)[:120]})") from None
+    if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
+        raise CakdError(f"{path} takes an input of shape {dims}, not a batch of square images (N, C, H, W)")
+    return dims[1], dims[3], classes

@@ -1,0 +1,234 @@
+"""Latency and accuracy of exported models on every runtime of the runtime table.
+
+The bench only reads artefacts: each model is an export folder (``read_export``), made by ``cakd export``'s
+function and gated there. For each (model, runtime, precision, artefact the runtime consumes) the test split
+is run through the artefact on that runtime (top-1, max |logit diff| vs PyTorch FP32) and checked against
+its reference runtime (``bench_accuracy``); latency is then measured in interleaved rounds, so a change in
+machine load hits every model and runtime alike. Nothing requested is dropped silently: a runtime that
+cannot run here, an artefact that was not exported or an INT8 file the gate rejected is a row with its
+status and reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cakd.export.artefacts import Exported
+from cakd.export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from cakd.export.bench_inputs import int8_activations
+from cakd.export.rows import BenchRow
+from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.models import load_model
+
+Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
+P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One model to time: its label in every row, what the user gave, and its export folder."""
+
+    label: str
+    exported: Exported
+    given: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Timing:
+    batch_sizes: tuple[int, ...]
+    warmup: int
+    runs: int  # timed calls per round
+    rounds: int  # interleaved rounds
+
+
+@dataclass
+class Loaded:
+    """A model with its PyTorch network (when its export holds the checkpoint) and size."""
+
+    model: BenchModel
+    net: nn.Module | None
+    params: int | None = None
+    gflops: float | None = None
+
+
+@dataclass
+class Candidate:
+    """One artefact of one model on one runtime, ready to run."""
+
+    loaded: Loaded
+    runtime: str
+    precision: Precision
+    artefact: Artefact
+    path: Path
+    runner: Runner | None = None
+
+    @property
+    def key(self) -> Key:
+        return self.loaded.model.label, self.runtime, self.precision, self.artefact
+
+
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Pin PyTorch's intra-op threads for the measurement (other runtimes get them per session)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def count_gflops(model: nn.Module, img_size: int, in_chans: int = 3) -> float:
+    """Forward FLOPs for one image (a multiply-add counts as 2), from PyTorch's own op counter."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.eval()(torch.zeros(1, in_chans, img_size, img_size))
+    return counter.get_total_flops() / 1e9
+
+
+def load(model: BenchModel, img_size: int | None, num_classes: int | None) -> Loaded:
+    """The model's network and size; a model that does not fit the dataset is refused in one line (a 32 px
+    model is not measured on 16 px images, nor a 100-class one scored on 10 classes)."""
+    exported = model.exported
+    if img_size is not None and exported.img_size != img_size:
+        raise CakdError(f"{model.label} takes {exported.img_size} px images but the dataset gives {img_size} px "
+                        "(data.img_size); benchmark it without --data or on its own data")
+    if num_classes is not None and exported.num_classes != num_classes:
+        raise CakdError(f"{model.label} predicts {exported.num_classes} classes but the dataset has {num_classes}; "
+                        "benchmark it without --data or on its own data")
+    checkpoint = exported.files.get("checkpoint")
+    if checkpoint is None:
+        return Loaded(model, None)
+    net = load_model(checkpoint)
+    return Loaded(model, net, sum(p.numel() for p in net.parameters()),
+                  count_gflops(net, exported.img_size, exported.in_chans))
+
+
+def plan(models: list[Loaded], runtimes: list[str], precisions: list[Precision]
+         ) -> tuple[list[Candidate], list[tuple[Loaded, str, Precision, Artefact, str, str]]]:
+    """Candidates to run, and (model, runtime, precision, artefact, status, reason) for each that cannot."""
+    candidates, skipped = [], []
+    for runtime in runtimes:
+        entry = RUNTIMES[runtime]
+        why_not = entry.unavailable()
+        for loaded in models:
+            exported = loaded.model.exported
+            for precision in (p for p in precisions if p in entry.consumes):
+                for artefact in entry.consumes[precision]:
+                    if why_not:
+                        skipped.append((loaded, runtime, precision, artefact, "unavailable", why_not))
+                    elif artefact in exported.files:
+                        candidates.append(Candidate(loaded, runtime, precision, artefact, exported.files[artefact]))
+                    elif artefact in exported.missing:
+                        skipped.append((loaded, runtime, precision, artefact, *exported.missing[artefact]))
+                    else:
+                        skipped.append((loaded, runtime, precision, artefact, "unavailable",
+                                        f"not exported ({artefact}): cakd export makes it when deploy.runtimes "
+                                        f"has {runtime} and deploy.precisions has {precision}"))
+    return candidates, skipped
+
+
+def build_runners(candidates: list[Candidate], settings: Settings) -> None:
+    for cand in candidates:
+        exported = cand.loaded.model.exported
+        cand.runner = RUNTIMES[cand.runtime].build(Session(cand.path, cand.precision, cand.loaded.net,
+                                                           exported.img_size, exported.in_chans, settings))
+
+
+def time_call(call: Callable[[], None], runs: int) -> list[float]:
+    """Wall-clock seconds of ``runs`` calls."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def latency_stats(rounds: list[list[float]], batch: int) -> dict:
+    """p50/p90 over all timed calls; the spread of the per-round p50s; p99 only when there are enough calls
+    for it to be a percentile rather than the slowest call."""
+    ms = np.concatenate([np.asarray(r) for r in rounds]) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    per_round = [float(np.median(np.asarray(r) * 1e3)) for r in rounds]
+    return {"p50_ms": float(p50), "p50_round_min_ms": min(per_round), "p50_round_max_ms": max(per_round),
+            "p90_ms": float(p90), "p99_ms": float(p99) if len(ms) >= P99_MIN_RUNS else None,
+            "mean_ms": float(statistics.fmean(ms)), "runs": len(ms), "rounds": len(rounds),
+            "throughput_ips": float(batch * 1e3 / p50)}
+
+
+def measure(runners: list[Runner], timing: Timing) -> dict[tuple[int, int], dict]:
+    """Latency stats per (runner index, batch size). Every round times each (runner, batch) once, starting
+    one runner further along than the last round, so slow and quiet phases of a shared machine fall on all."""
+    calls = {(i, b): runner.timed_call(b) for i, runner in enumerate(runners) for b in timing.batch_sizes}
+    for call in calls.values():
+        time_call(call, timing.warmup)
+    keys = list(calls)
+    times: dict[tuple[int, int], list[list[float]]] = {k: [] for k in keys}
+    for r in range(timing.rounds):
+        shift = (r * len(timing.batch_sizes)) % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            times[key].append(time_call(calls[key], timing.runs))
+    return {key: latency_stats(t, key[1]) for key, t in times.items()}
+
+
+def accuracies(candidates: list[Candidate], loader: Loader) -> dict[Key, Accuracy]:
+    """Test-set accuracy of every candidate, plus PyTorch FP32 of every model with a checkpoint (the
+    reference logits) even when torch itself is not timed."""
+    results = {c.key: accuracy(c.runner.predict, loader) for c in candidates}
+    for loaded in {id(c.loaded): c.loaded for c in candidates}.values():
+        key = (loaded.model.label, "torch", "fp32", "checkpoint")
+        if key not in results and loaded.net is not None:
+            net = loaded.net.eval()
+            with torch.inference_mode():
+                results[key] = accuracy(lambda x, n=net: n(x), loader)
+    return results
+
+
+def _row(loaded: Loaded, runtime: str, precision: str, artefact: str, batch: int, status: str,
+         reason: str | None, path: Path | None = None) -> BenchRow:
+    return BenchRow(model=loaded.model.label, runtime=runtime, precision=precision, artefact=artefact,
+                    batch_size=batch, status=status, reason=reason,
+                    params_m=None if loaded.params is None else loaded.params / 1e6, gflops=loaded.gflops,
+                    file_mb=path.stat().st_size / 2**20 if path is not None else None,
+                    activations=int8_activations(path) if path is not None and precision == "int8" else None,
+                    source=", ".join(loaded.model.given))
+
+
+def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[str], precisions: list[Precision],
+              timing: Timing, loader: Loader | None = None, img_size: int | None = None,
+              num_classes: int | None = None, max_drop: float = 1.0) -> list[BenchRow]:
+    """Load, plan, check accuracy, time: one row per (model, runtime, precision, artefact, batch size),
+    measured ones first."""
+    loaded = [load(m, img_size, num_classes) for m in models]
+    candidates, skipped = plan(loaded, runtimes, precisions)
+    if not candidates:
+        reasons = "; ".join(sorted({f"{s[1]}: {s[5]}" for s in skipped}))
+        raise CakdError(f"nothing to benchmark with runtimes {runtimes} ({reasons or 'none'})")
+    build_runners(candidates, settings)
+    results = accuracies(candidates, loader) if loader is not None else None
+    verdict = check(results, max_drop) if results is not None else {}
+    latency = measure([c.runner for c in candidates], timing)
+    rows = []
+    for i, cand in enumerate(candidates):
+        status, reason = verdict.get(cand.key, ("ok", None))
+        for batch in timing.batch_sizes:
+            row = _row(cand.loaded, cand.runtime, cand.precision, cand.artefact, batch, status, reason, cand.path)
+            for name, value in latency[i, batch].items():
+                setattr(row, name, value)
+            if results is not None:
+                row.top1, row.max_abs_diff = results[cand.key].top1, max_abs_diff(results, cand.key)
+            rows.append(row)
+    for loaded_model, runtime, precision, artefact, status, reason in skipped:
+        rows += [_row(loaded_model, runtime, precision, artefact, b, status, reason) for b in timing.batch_sizes]
+    return rows

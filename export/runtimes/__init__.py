@@ -1,0 +1,18 @@
+"""The inference runtimes an exported model runs on: one module per runtime, ``RUNTIMES`` lists them.
+
+Each module declares its ``RUNTIME`` row: its name, the artefacts it consumes per precision, the runtime
+its accuracy is checked against, whether it can run here (and why not), its session options (applied
+and recorded from the same function) and how to build a ``Runner``. ``cakd export`` makes the artefacts
+the configured runtimes consume; ``cakd bench-latency`` times them. Adding a runtime = one module here
+plus one entry below.
+"""
+
+from __future__ import annotations
+
+from cakd.export.runtimes import openvino_cpu, ort_cpu, ort_cuda, tensorrt_gpu, torch_cpu, torch_cuda
+from cakd.export.runtimes.base import Artefact, Precision, Runner, Runtime, Session, Settings
+
+RUNTIMES: dict[str, Runtime] = {module.RUNTIME.name: module.RUNTIME for module in (
+    torch_cpu, torch_cuda, ort_cpu, ort_cuda, openvino_cpu, tensorrt_gpu)}
+
+__all__ = ["RUNTIMES", "Artefact", "Precision", "Runner", "Runtime", "Session", "Settings"]

@@ -1,0 +1,57 @@
+"""OpenVINO on the CPU, reading the same ONNX files onnxruntime runs (``pip install 'cakd[openvino]'``).
+
+The precision hint is f32 unless asked otherwise: on CPUs with bf16/AMX, OpenVINO's default would silently
+run an "FP32" model in bf16, and the bench would compare two different computations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
+from cakd.pipeline.errors import CakdError
+
+
+def unavailable() -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "OpenVINO is not installed (pip install 'cakd[openvino]')"
+    return None
+
+
+def options(settings: Settings) -> dict:
+    return {"device": "CPU", "INFERENCE_NUM_THREADS": settings.threads,
+            "INFERENCE_PRECISION_HINT": settings.openvino_hint, "PERFORMANCE_HINT": "LATENCY"}
+
+
+def build(session: Session) -> Runner:
+    """Compile the ONNX file as shipped (dynamic batch axis included) on the CPU plugin."""
+    import openvino as ov
+
+    config = options(session.settings)
+    device = config.pop("device")
+    try:
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(session.path)), device, config)
+    except Exception as err:  # OpenVINO raises RuntimeError subclasses with multi-line C++ messages
+        raise CakdError(f"OpenVINO cannot load {session.path}: {str(err).strip().splitlines()[0]}") from None
+    output = compiled.output(0)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(compiled(x.cpu().numpy())[output]).copy())
+
+    def timed_call(batch: int) -> Callable[[], None]:
+        request = compiled.create_infer_request()
+        shape = (batch, session.in_chans, session.img_size, session.img_size)
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        return lambda: request.infer({0: x})
+
+    return Runner(predict, timed_call)
+
+
+RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": ("onnx-int8", "onnx-int8-qat")}, "onnxruntime",
+                  unavailable, options, build)

@@ -1,0 +1,101 @@
+"""``cakd bench-latency``: time and score exported models on every deployment runtime, and say what to deploy.
+
+Export folders are read as they are. A checkpoint or an FP32 ONNX file given by hand is first exported,
+explicitly and through ``cakd export``'s own function (same gates), into ``OUT/exports/LABEL``; an INT8 or FP16
+ONNX file is timed as it is. Writes ``bench.json``, ``bench.csv`` and, when a dataset gives accuracies,
+``pareto.png`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from cakd.export.artefacts import Exported, GateData, artefacts_for, export_model, gate_data, onnx_shape, read_export
+from cakd.export.bench import BenchModel, Timing, pinned_threads, run_bench
+from cakd.export.bench_inputs import Item, onnx_artefact, resolve
+from cakd.export.picks import picks
+from cakd.export.report import print_table, write_csv, write_pareto_plot
+from cakd.export.runtimes import RUNTIMES, Settings
+from cakd.export.sysinfo import load_average, load_warning, system_info
+from cakd.pipeline.data import load_manifest
+from cakd.pipeline.fileio import TEMP_MARK, remove_outputs, write_json
+from cakd.pipeline.params import Params
+from cakd.pipeline.ui import console
+
+
+def as_export(item: Item, params: Params, data: GateData | None, exports: Path) -> Exported:
+    """The item as an export folder: read as it is, exported first (checkpoint, FP32 ONNX), or an INT8 /
+    FP16 ONNX file standing alone."""
+    if item.kind == "export":
+        return read_export(item.path)
+    kind = onnx_artefact(item.path) if item.kind == "onnx" else "checkpoint"
+    if kind in ("onnx-int8", "onnx-fp16"):
+        in_chans, img_size, num_classes = onnx_shape(item.path)
+        model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
+        return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
+    folder = exports / item.label.replace("/", "_")
+    console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
+    if data is None:
+        import torch
+
+        in_chans, img_size = _input_of(item)
+        data = GateData(torch.randn(8, in_chans, img_size, img_size))
+    export_model(item.path, folder, artefacts_for(params.deploy.runtimes, params.deploy.precisions),
+                 params.export, data)
+    return read_export(folder)
+
+
+def _input_of(item: Item) -> tuple[int, int]:
+    """(in_chans, img_size) of a checkpoint or ONNX file, for random parity images when no dataset is given."""
+    if item.kind == "onnx":
+        in_chans, img_size, _ = onnx_shape(item.path)
+        return in_chans, img_size
+    from cakd.pipeline.models import load_model
+
+    spec = load_model(item.path).spec
+    return spec.in_chans, spec.img_size
+
+
+def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None) -> dict:
+    bench, deploy = params.bench, params.deploy
+    json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
+    remove_outputs([json_path, csv_path, png_path])
+    resolved, notes = resolve(items)
+    data = gate_data(params, manifest) if manifest is not None else None
+    dataset = load_manifest(manifest) if manifest is not None else None
+    models = [BenchModel(item.label, as_export(item, params, data, out_dir / "exports"),
+                         tuple(str(p) for p in item.given)) for item in resolved]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_MARK}work.", dir=out_dir) as work, pinned_threads(bench.threads):
+        settings = Settings(bench.threads, Path(work), tuple(bench.batch_sizes), params.export.trt.workspace_mb,
+                            bench.openvino_hint)
+        rows = run_bench(models, settings, runtimes=list(deploy.runtimes), precisions=list(deploy.precisions),
+                         timing=Timing(tuple(bench.batch_sizes), bench.warmup, bench.runs, bench.rounds),
+                         loader=data.test_loader if data else None,
+                         img_size=params.data.img_size if dataset else None,
+                         num_classes=dataset["num_classes"] if dataset else None, max_drop=bench.runtime_max_drop)
+    load_after = load_average()
+    warning = load_warning(load_before, load_after, bench.threads)
+    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance)
+    result = {
+        "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
+                   "load_warning": warning},
+        "settings": {**bench.model_dump(mode="json"), **deploy.model_dump(mode="json"),
+                     "sessions": {r: RUNTIMES[r].options(settings) for r in deploy.runtimes}},
+        "models": [{"label": m.label, "given": list(m.given)} for m in models],
+        "notes": notes + ([warning] if warning else []),
+        "rows": [row.to_dict() for row in rows],
+        "picks": [pick.to_dict() for pick in chosen],
+    }
+    has_accuracy = any(row.top1 is not None for row in rows)
+    result["pareto_png"] = str(png_path) if has_accuracy else None
+    if has_accuracy:
+        write_pareto_plot(rows, png_path, bench.budget_ms)
+    write_json(json_path, result)
+    write_csv(rows, csv_path)
+    print_table(result, rows, console)
+    for pick in chosen:
+        console.print(pick.line, markup=False)
+    return result

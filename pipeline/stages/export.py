@@ -1,0 +1,93 @@
+"""``cakd export``: every artefact the deployment runtimes consume, gated, in one folder with ``export.json``;
+with ``--format trt`` also the TensorRT engine (or, without a GPU, the trtexec command that builds it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from rich.markup import escape
+from rich.table import Table
+
+from cakd.export.artefacts import FILES, REPORT, artefacts_for, export_model, gate_data, settings_key
+from cakd.export.runtimes import RUNTIMES, Artefact, Precision
+from cakd.export.runtimes.tensorrt_gpu import build_engine
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import file_sha256, read_json, write_json
+from cakd.pipeline.models import load_model
+from cakd.pipeline.params import Params
+from cakd.pipeline.ui import console
+
+
+def trt_artefact(precision: Precision) -> Artefact:
+    """The artefact TensorRT builds its engine from in that precision (its INT8 form for int8)."""
+    return RUNTIMES["tensorrt"].consumes[precision][0]
+
+
+def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Literal["onnx", "trt"],
+        precisions: list[Precision]) -> dict:
+    """Export (or, for ``--format trt``, reuse an export of the same checkpoint and settings), then the engine."""
+    cfg = params.export
+    kinds = artefacts_for(params.deploy.runtimes, precisions)
+    if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:
+        kinds = artefacts_for([*params.deploy.runtimes, "tensorrt"], [*precisions, cfg.trt.precision])
+    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds)) if fmt == "trt" else None
+    if report is None:
+        model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model)
+    print_export(report, out_dir)
+    if fmt == "trt":
+        report["tensorrt"] = _engine(report, out_dir, params)
+        write_json(out_dir / REPORT, report)
+    return report
+
+
+def _reusable(out_dir: Path, checkpoint: Path, key: str) -> dict | None:
+    """An earlier export of the same checkpoint with the same settings, every file still there."""
+    if not (out_dir / REPORT).is_file():
+        return None
+    report = read_json(out_dir / REPORT, "export report")
+    if report.get("settings") != key or report.get("checkpoint_sha256") != file_sha256(checkpoint):
+        return None
+    files = [entry["file"] for entry in report.get("artefacts", {}).values() if entry.get("status") == "ok"]
+    return report if all((out_dir / name).is_file() for name in files) else None
+
+
+def _engine(report: dict, out_dir: Path, params: Params) -> dict:
+    trt = params.export.trt
+    kind = trt_artefact(trt.precision)
+    entry = report["artefacts"][kind]
+    if entry["status"] != "ok":
+        raise CakdError(f"a TensorRT {trt.precision} engine is built from {FILES[kind]}, which was "
+                        f"{entry['status']}: {entry['reason']}")
+    spec = report["model"]
+    engine = out_dir / f"model.{trt.precision}.engine"
+    sidecar = build_engine(out_dir / entry["file"], engine, trt.precision, trt.batch_sizes, trt.workspace_mb,
+                           spec["img_size"], spec.get("in_chans", 3))
+    console.print(escape(f"TensorRT {trt.precision} engine: {engine} (GPU {sidecar['gpu']})"))
+    return sidecar
+
+
+def print_export(report: dict, out_dir: Path) -> None:
+    table = Table(title=escape(f"Export of {report['source']} -> {out_dir}"))
+    for name in ("artefact", "file", "status", "check", "MB"):
+        table.add_column(name)
+    for kind, entry in report["artefacts"].items():
+        size = "-" if entry["size_bytes"] is None else f"{entry['size_bytes'] / 2**20:.2f}"
+        table.add_row(kind, escape(entry["file"] or "-"), entry["status"], escape(_check_text(entry)), size)
+    console.print(table)
+    for kind, entry in report["artefacts"].items():
+        if entry["status"] == "rejected":
+            console.print(f"[yellow]{kind} rejected[/yellow]: {escape(entry['reason'])}")
+
+
+def _check_text(entry: dict) -> str:
+    if entry.get("parity"):
+        p = entry["parity"]
+        return (f"parity on {p['images']} images: max |diff| {p['max_abs_diff']:.2e}, "
+                f"top-1 agreement {100 * p['top1_agreement']:.1f}%")
+    if entry.get("gate"):
+        g = entry["gate"]
+        return (f"INT8 gate on {g['images']} test images: top-1 {g['top1']:.2f}% vs FP32 {g['fp32_top1']:.2f}% "
+                f"(drop {g['drop']:.2f}), agreement {g['agreement']:.1f}%")
+    return entry.get("reason") or ""

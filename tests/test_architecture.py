@@ -1,0 +1,117 @@
+"""The shape of the code: no import circle, stages that talk only through files, short functions, the installed
+package names, and one set of defaults for params.yaml and its schema."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cakd.pipeline.params import Params
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, declared in the test extra
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"pipeline": "cakd.pipeline", "export": "cakd.export"}
+MAX_FUNCTION_LINES = 60
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the product by its installed name (cakd.pipeline.stages.train -> its file)."""
+    found = {}
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The product modules a file imports anywhere in it (function-level imports included): ``from a.b import
+    c`` counts a.b.c when c is a module, else a.b."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                      for a in node.names}
+    return {n for n in names if n in known}
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports_of(path, set(found)) for name, path in found.items()}
+
+
+def test_no_import_circle() -> None:
+    edges = graph()
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                circle = trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                pytest.fail("import circle: " + " -> ".join(circle))
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+
+
+def test_stages_talk_only_through_files() -> None:
+    """A stage (one CLI command, one DVC stage) never imports another stage's module."""
+    for name, targets in graph().items():
+        if name.startswith("cakd.pipeline.stages."):
+            assert not {t for t in targets if t.startswith("cakd.pipeline.stages.")}, name
+
+
+def test_no_function_is_longer_than_sixty_lines() -> None:
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert not long, long
+
+
+def test_the_distribution_lists_every_package_under_its_cakd_name() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert listed == folders
+
+
+def test_no_generic_top_level_module_is_installed(tmp_path: Path) -> None:
+    """Outside the repository (no folder on sys.path holds pipeline/ or export/), only cakd.* imports."""
+    code = ("import importlib.util as u; print([n for n in ('pipeline', 'export', 'cakd.pipeline', 'cakd.export')"
+            " if u.find_spec(n) is not None])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['cakd.pipeline', 'cakd.export']"
+
+
+def test_params_yaml_and_the_schema_have_one_set_of_defaults() -> None:
+    """Every section with defaults in the schema holds exactly params.yaml's values: one source of truth."""
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    checked = []
+    for name, field in Params.model_fields.items():
+        if field.is_required() or field.default_factory is None:
+            continue
+        default = field.default_factory().model_dump(mode="json")
+        assert default == shipped[name], name
+        checked.append(name)
+    assert Params.model_fields["seed"].default == shipped["seed"]
+    assert {"data", "train", "distill", "export", "deploy", "bench", "machine"} <= set(checked)
