@@ -128,7 +128,11 @@ class OFAParams(Section):
     stages: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])  # 1-based stages with a projector
 
 
+Pair = Literal["ts", "tf", "fs"]  # (teacher side, learner): T->S, T->F, F->S
+
+
 class FBTParams(Section):
+    pairs: list[Pair] = Field(default_factory=lambda: ["ts", "tf", "fs"])  # [ts] = no assistant at all
     feature_loss: Literal["infonce", "mse"] = "infonce"  # "mse" = the paper's ablation
     w_nce: float = Field(1.0, ge=0)  # 0 = "without InfoNCE" ablation
     w_ofa: float = Field(1.0, ge=0)  # 0 = "without OFA" ablation
@@ -148,7 +152,14 @@ class FBTParams(Section):
     def _tau_range(self) -> FBTParams:
         if not self.nce_tau_min <= self.nce_tau <= self.nce_tau_max:
             raise ValueError("need nce_tau_min <= nce_tau <= nce_tau_max")
+        if not self.pairs or len(set(self.pairs)) != len(self.pairs):
+            raise ValueError("pairs must name at least one of ts, tf, fs, each once")
         return self
+
+    @property
+    def active_pairs(self) -> list[str]:
+        """The pairs that contribute losses: ``pairs``, less (T,F) when ``use_tf`` is off."""
+        return [pair for pair in self.pairs if pair != "tf" or self.use_tf]
 
 
 class DistillParams(Section):

@@ -199,7 +199,13 @@ def fbt(**switches) -> tuple:
     return distiller, distiller.forward_train(*batch())[1]
 
 
+NO_ASSISTANT = {"ce_assistant", "nce_tf", "ofa_tf", "nce_fs", "ofa_fs"}
+
+
 @pytest.mark.parametrize(("switches", "dropped", "added"), [
+    ({}, set(), set()),
+    ({"pairs": ["ts"]}, NO_ASSISTANT, set()),
+    ({"pairs": ["ts", "fs"]}, {"nce_tf", "ofa_tf"}, set()),
     ({"use_tf": False}, {"nce_tf", "ofa_tf"}, set()),
     ({"w_nce": 0.0}, {"nce_ts", "nce_tf", "nce_fs"}, set()),
     ({"w_ofa": 0.0}, {"ofa_ts", "ofa_tf", "ofa_fs"}, set()),
@@ -207,11 +213,26 @@ def fbt(**switches) -> tuple:
     ({"assistant_attention": False}, set(), set()),
 ])
 def test_fbt_ablation_switches(switches: dict, dropped: set, added: set) -> None:
+    """Every variant's losses are exactly the terms its switches name, and it builds only what they need."""
     distiller, losses = fbt(**switches)
     assert set(losses) == (EXPECTED_LOSSES["fbt"] - dropped) | added
     assert set(distiller.feature_losses) == ({k.split("_")[1] for k in losses if k[:3] in ("nce", "mse")})
-    assert (distiller.assistant.l2g.block is None) == (switches.get("assistant_attention") is False)
+    if "ce_assistant" in dropped:  # no assistant: no L2G built, none trained, none evaluated
+        assert distiller.assistant is None and "l2g" not in distiller.extra_modules()
+        assert not any(name.startswith("assistant.") for name, _ in distiller.named_parameters())
+        assert set(distiller.eval_logits(batch()[0])) == {"student"}
+    else:
+        assert (distiller.assistant.l2g.block is None) == (switches.get("assistant_attention") is False)
+        trained = {id(p) for p in distiller.trainable_parameters()}
+        assert all(id(p) in trained for p in distiller.assistant.l2g.parameters())
     sum(losses.values()).backward()
+
+
+def test_fbt_pairs_are_named_once_each() -> None:
+    with pytest.raises(ValueError, match="pairs must name at least one of ts, tf, fs"):
+        FBTParams(pairs=[])
+    with pytest.raises(ValueError, match="pairs must name at least one"):
+        FBTParams(pairs=["ts", "ts"])
 
 
 @pytest.mark.parametrize("detach", [True, False])

@@ -5,7 +5,8 @@
 
 f = pooled feature, p = logits. The teacher side i of each pair is detached (T always; F when
 ``detach_assistant``). Each ordered pair has its own InfoNCE projection heads (or FeatureMSE when
-``feature_loss: mse``). Ablations: ``use_tf: false`` drops L(T,F), ``w_nce: 0`` / ``w_ofa: 0`` drop a
+``feature_loss: mse``). Ablations: ``pairs: [ts]`` builds no assistant at all (no L2G, no CE on F: InfoNCE +
+OFA between teacher and student only), ``use_tf: false`` drops L(T,F), ``w_nce: 0`` / ``w_ofa: 0`` drop a
 term, ``assistant_attention: false`` builds L2G without its Swin block.
 
 F's C-side stem..S3 are exactly the C model's own modules fed the same image, so F continues from that
@@ -35,10 +36,13 @@ class FBT(Distiller):
     def __init__(self, student: StagedModel, teacher: StagedModel | None, cfg: DistillParams) -> None:
         super().__init__(student, teacher, cfg)
         p = cfg.fbt
-        self.assistant = build_fused_assistant(teacher, student, attention=p.assistant_attention,
-                                               heads=p.l2g_heads, window=p.l2g_window)
-        self.pairs = ["ts", "tf", "fs"] if p.use_tf else ["ts", "fs"]  # (teacher side i, learner j)
-        dims = {"t": teacher.num_features, "s": student.num_features, "f": self.assistant.num_features}
+        self.pairs = p.active_pairs  # (teacher side i, learner j)
+        self.assistant: FusedAssistant | None = None
+        if any("f" in pair for pair in self.pairs):
+            self.assistant = build_fused_assistant(teacher, student, attention=p.assistant_attention,
+                                                   heads=p.l2g_heads, window=p.l2g_window)
+        dims = {"t": teacher.num_features, "s": student.num_features,
+                "f": self.assistant.num_features if self.assistant is not None else 0}
         self.feature_losses = nn.ModuleDict()
         if p.w_nce > 0:
             for i, j in self.pairs:
@@ -48,7 +52,10 @@ class FBT(Distiller):
 
     def extra_modules(self) -> nn.Module:
         """L2G and the loss heads; F's other pieces belong to the student or the (frozen) teacher."""
-        return nn.ModuleDict({"l2g": self.assistant.l2g, "feature_losses": self.feature_losses})
+        extra = nn.ModuleDict({"feature_losses": self.feature_losses})
+        if self.assistant is not None:
+            extra["l2g"] = self.assistant.l2g
+        return extra
 
     def assistant_outputs(self, image: Tensor, s_out: ModelOutput, t_out: ModelOutput | None = None
                           ) -> tuple[Tensor, Tensor]:
@@ -63,12 +70,12 @@ class FBT(Distiller):
         p = self.cfg.fbt
         t_out = self.teacher_outputs(image)  # no grad
         s_out = self.student.forward_all(image)
-        f_feature, f_logits = self.assistant_outputs(image, s_out, t_out)
-        knowledge = {"t": (t_out.feature, t_out.logits), "s": (s_out.feature, s_out.logits),
-                     "f": (f_feature, f_logits)}
+        knowledge = {"t": (t_out.feature, t_out.logits), "s": (s_out.feature, s_out.logits)}
+        losses = {"ce_student": F.cross_entropy(s_out.logits, target)}
+        if self.assistant is not None:
+            knowledge["f"] = self.assistant_outputs(image, s_out, t_out)
+            losses["ce_assistant"] = F.cross_entropy(knowledge["f"][1], target)
         y = one_hot(target, s_out.logits.shape[1])
-        losses = {"ce_student": F.cross_entropy(s_out.logits, target),
-                  "ce_assistant": F.cross_entropy(f_logits, target)}
         feature_name = "nce" if p.feature_loss == "infonce" else "mse"
         for i, j in self.pairs:
             f_i, p_i = knowledge[i]
@@ -83,19 +90,24 @@ class FBT(Distiller):
 
     def eval_logits(self, image: Tensor) -> dict[str, Tensor]:
         s_out = self.student.forward_all(image)
+        if self.assistant is None:
+            return {"student": s_out.logits}
         return {"student": s_out.logits, "assistant": self.assistant_outputs(image, s_out)[1]}
 
 
 def load_assistant(extras_path: Path, teacher: StagedModel, student: StagedModel) -> FusedAssistant | None:
-    """Rebuild the trained assistant from ``extras.pt`` (its L2G) and the two models; None if not FBT."""
+    """Rebuild the trained assistant from ``extras.pt`` (its L2G) and the two models; None if the method had
+    none (not FBT, or FBT with ``pairs: [ts]``)."""
     extras = load_checkpoint(extras_path, "distillation extras")
     if extras.get("method") != "fbt":
+        return None
+    p = DistillParams.model_validate(extras["distill"]).fbt
+    if not any("f" in pair for pair in p.active_pairs):
         return None
     for role, model in (("teacher", teacher), ("student", student)):
         if extras[role]["name"] != model.spec.name:
             raise CakdError(f"{extras_path} was trained with {role} {extras[role]['name']}, "
                             f"not {model.spec.name}")
-    p = DistillParams.model_validate(extras["distill"]).fbt
     assistant = build_fused_assistant(teacher, student, attention=p.assistant_attention, heads=p.l2g_heads,
                                       window=p.l2g_window)
     prefix = "l2g."

@@ -115,8 +115,8 @@ def build_optimisation(distiller: Distiller, recipe: TrainParams, lr: float, epo
                        placement: Placement) -> Optimisation:
     """timm's optimiser and per-step scheduler; on CUDA, bf16 autocast (or fp16 with timm's NativeScaler)."""
     trainable = distiller.trainable_parameters()  # never the teacher's, each parameter once
-    groups = [{"params": [p for p in trainable if p.ndim > 1]},  # timm's rule: no weight decay on biases and norms
-              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},  # timm's rule and order:
+              {"params": [p for p in trainable if p.ndim > 1]}]  # no weight decay on biases and norms
     optimizer = create_optimizer_v2(groups, opt=recipe.opt, lr=lr, weight_decay=recipe.weight_decay)
     scheduler = None
     if recipe.sched != "none":
