@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cakd.pipeline.distill import build_distiller
-from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.fileio import file_sha256, read_json, write_json
 from cakd.pipeline.models import ModelSpec, create_model
 from cakd.pipeline.params import Params, load_params
 
@@ -141,6 +141,7 @@ class Bench:
         self.locks = {name: threading.Lock() for name in PAIRS}
         self.prepare_lock = threading.Lock()
         self.teachers: dict[str, dict] = {}
+        self.given_teachers: dict[str, Path] = dict(getattr(args, "teacher", None) or {})
 
     def prepare(self, train_per_class: int) -> Path:
         out = self.cache / f"data-train{train_per_class}-test{self.budget.test_per_class}"
@@ -150,18 +151,31 @@ class Bench:
                      out.with_suffix(".log"), self.threads)
         return out / "manifest.json"
 
-    def teacher_key(self, pair: Pair) -> str:
+    def teacher_key(self, name: str) -> str:
+        """The trained teacher's identity: the given checkpoint's content, else what it was trained with."""
+        if name in self.given_teachers:
+            return "file-" + file_sha256(self.given_teachers[name])[:16]
         b = self.budget
-        return key_of("teacher", self.code, self.recipe, asdict(pair), b.teacher_train_per_class,
+        return key_of("teacher", self.code, self.recipe, asdict(PAIRS[name]), b.teacher_train_per_class,
                       b.test_per_class, b.teacher_epochs)
 
+    def given_teacher(self, name: str) -> dict:
+        """A teacher checkpoint given with --teacher PAIR=PATH, scored by the metrics.json beside it."""
+        path = self.given_teachers[name]
+        metrics = read_json(path.parent / "metrics.json", f"metrics of the given teacher {path}")
+        return {"key": self.teacher_key(name), "path": str(path), "accuracy": metrics["accuracy"],
+                "epochs": metrics.get("epochs")}
+
     def teacher(self, name: str) -> dict:
-        """The pair's teacher: trained once (its checkpoint in the cache), its result kept under results."""
+        """The pair's teacher: given, or trained once (its checkpoint in the cache); its result kept under results."""
         pair, b = PAIRS[name], self.budget
         with self.locks[name]:
             if name in self.teachers:
                 return self.teachers[name]
-            key = self.teacher_key(pair)
+            if name in self.given_teachers:
+                self.teachers[name] = self.given_teacher(name)
+                return self.teachers[name]
+            key = self.teacher_key(name)
             out, epochs = self.cache / "teachers" / key, b.teacher_epochs or pair.teacher_epochs
             if not (out / "metrics.json").exists():
                 self.console.print(f"training teacher {pair.teacher} ({epochs} epochs) -> {out}")
@@ -180,10 +194,14 @@ class Bench:
             self.teachers[name] = result
             return result
 
-    def student(self, name: str, method: str, seed: int) -> dict:
-        """One student run, read from ``results/runs/<key>.json`` when an earlier invocation finished it."""
+    def student(self, name: str, method: str, seed: int, overrides: tuple[str, ...] = ()) -> dict:
+        """One student run (``overrides``: extra ``-S key=value`` settings, e.g. an ablation's), read from
+        ``results/runs/<key>.json`` when an earlier invocation finished it."""
         pair, b = PAIRS[name], self.budget
-        key = key_of("student", self.code, self.recipe, asdict(pair), asdict(b), method, seed)
+        parts = (asdict(pair), asdict(b), method, seed) + ((list(overrides),) if overrides else ())
+        if name in self.given_teachers:
+            parts += (self.teacher_key(name),)
+        key = key_of("student", self.code, self.recipe, *parts)
         done = self.results / "runs" / f"{key}.json"
         if done.exists():
             return read_json(done, "run result")
@@ -194,10 +212,12 @@ class Bench:
         cakd(["distill", *self.base, "-S", f"data.train_per_class={b.train_per_class}",
               *student_override(pair.student, pair.student_kwargs),
               "-S", f"train.epochs={b.epochs}", "-S", f"distill.epochs={b.epochs}", "-S", f"seed={seed}",
-              "--method", method, "--data", str(manifest), "--teacher", teacher["path"], "--out", str(out),
-              "--resume"], out / "run.log", self.threads)
+              *(arg for override in overrides for arg in ("-S", override)), "--method", method,
+              "--data", str(manifest), "--teacher", teacher["path"], "--out", str(out), "--resume"],
+             out / "run.log", self.threads)
         metrics = read_json(out / "metrics.json", "run metrics")
-        result = {"key": key, "pair": name, "method": method, "seed": seed, "code": self.code,
+        result = {"key": key, "pair": name, "method": method, "seed": seed, "overrides": list(overrides),
+                  "code": self.code,
                   "teacher_key": teacher["key"], "wall_seconds": time.perf_counter() - t0,
                   "load_average": os.getloadavg()[0],
                   **{k: metrics[k] for k in ("accuracy", "assistant_accuracy", "seconds_per_epoch",
@@ -210,7 +230,9 @@ class Bench:
         """From this invocation, or from the result an earlier one left (no need to retrain it)."""
         if name in self.teachers:
             return self.teachers[name]["accuracy"]
-        saved = self.results / "teachers" / f"{self.teacher_key(PAIRS[name])}.json"
+        if name in self.given_teachers:
+            return self.given_teacher(name)["accuracy"]
+        saved = self.results / "teachers" / f"{self.teacher_key(name)}.json"
         return read_json(saved, "teacher result")["accuracy"] if saved.exists() else None
 
 
@@ -315,6 +337,20 @@ def tables(name: str, pair: Pair, result: dict) -> list[Table]:
     return [t, goals]
 
 
+def teacher_item(item: str) -> tuple[str, Path]:
+    pair, sep, path = item.partition("=")
+    if not sep or pair not in PAIRS or not Path(path).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"--teacher takes PAIR=PATH with PAIR in {sorted(PAIRS)} and an existing "
+                                         f"checkpoint, got {item!r}")
+    return pair, Path(path).expanduser()
+
+
+def add_teacher_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", type=teacher_item, action="append", default=[], metavar="PAIR=PATH",
+                        help="use this trained teacher checkpoint for the pair (its metrics.json beside it gives "
+                             "its accuracy) instead of training one; runs are then keyed by its content")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
@@ -333,6 +369,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/compare_methods",
                         help="one JSON per finished run (kept in git: a later run continues from them)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_methods.json")
+    add_teacher_option(parser)
     args = parser.parse_args()
 
     recipe = load_params(args.params)
