@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from cakd.export.int8 import export_int8, logits_on
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
+from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import atomic_dir, file_sha256, read_json, write_json
@@ -54,8 +55,9 @@ class GateData:
 
 def gate_data(params: Params, manifest: Path) -> GateData:
     """Test images for parity, training images for INT8 calibration, the test split for the INT8 gate."""
-    train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
-    return GateData(spread_sample(test_ds, params.export.parity_images),
+    with profiling.phase("data"):
+        train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
+        return GateData(spread_sample(test_ds, params.export.parity_images),
                     spread_sample(train_ds, params.export.calib_images),
                     DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
 
@@ -135,7 +137,8 @@ def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data
     if data.calib_images is None or data.test_loader is None:
         return {kind: _entry(kind, folder, "skipped", reason="no dataset to calibrate and gate INT8 on (give --data)")
                 for kind in kinds}
-    fp32 = logits_on(folder / FILES["onnx"], data.test_loader)
+    with profiling.phase("int8-gate"):
+        fp32 = logits_on(folder / FILES["onnx"], data.test_loader)
     entries = {}
     for kind in kinds:
         trt = kind == "onnx-int8-trt"

@@ -28,6 +28,7 @@ from cakd.export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_d
 from cakd.export.bench_inputs import int8_activations
 from cakd.export.rows import BenchRow
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import load_model
 
@@ -215,10 +216,13 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
     if not candidates:
         reasons = "; ".join(sorted({f"{s[1]}: {s[5]}" for s in skipped}))
         raise CakdError(f"nothing to benchmark with runtimes {runtimes} ({reasons or 'none'})")
-    build_runners(candidates, settings)
-    results = accuracies(candidates, loader) if loader is not None else None
-    verdict = check(results, max_drop) if results is not None else {}
-    latency = measure([c.runner for c in candidates], timing)
+    with profiling.phase("runtime-load"):
+        build_runners(candidates, settings)
+    with profiling.phase("bench-accuracy"):
+        results = accuracies(candidates, loader) if loader is not None else None
+        verdict = check(results, max_drop) if results is not None else {}
+    with profiling.phase("timing"):
+        latency = measure([c.runner for c in candidates], timing)
     rows = []
     for i, cand in enumerate(candidates):
         status, reason = verdict.get(cand.key, ("ok", None))

@@ -22,6 +22,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from cakd.export.runtimes.base import INPUT_NAME
 from cakd.export.runtimes.ort_cpu import options as ort_options
 from cakd.export.runtimes.ort_cpu import ort_runner
+from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
 
 Activations = Literal["int8", "uint8"]
@@ -139,9 +140,12 @@ def export_int8(fp32_onnx: Path, out_path: Path, calib_images: torch.Tensor, tes
                 reduce_range: bool = True) -> dict:
     """Quantise ``fp32_onnx`` into ``out_path`` and gate it on the test set against the FP32 file's logits
     (``fp32_logits`` when already computed: (logits, labels))."""
-    fp32, labels = fp32_logits if fp32_logits is not None else logits_on(fp32_onnx, test_loader)
-    quantize_int8(fp32_onnx, out_path, calib_images, activations=activations, quantize_bias=quantize_bias,
-                  reduce_range=reduce_range)
-    report = gate_int8_file(out_path, fp32, labels, test_loader, max_drop=max_drop, min_agreement=min_agreement)
+    with profiling.phase("int8-gate"):
+        fp32, labels = fp32_logits if fp32_logits is not None else logits_on(fp32_onnx, test_loader)
+    with profiling.phase("int8-calibration"):
+        quantize_int8(fp32_onnx, out_path, calib_images, activations=activations, quantize_bias=quantize_bias,
+                      reduce_range=reduce_range)
+    with profiling.phase("int8-gate"):
+        report = gate_int8_file(out_path, fp32, labels, test_loader, max_drop=max_drop, min_agreement=min_agreement)
     return {**report, "activations": activations, "quantize_bias": quantize_bias, "reduce_range": reduce_range,
             "calib_images": len(calib_images)}

@@ -18,6 +18,7 @@ from torch import nn
 from cakd.export.runtimes.base import INPUT_NAME, OUTPUT_NAME, predict_batched
 from cakd.export.runtimes.ort_cpu import options as ort_options
 from cakd.export.runtimes.ort_cpu import ort_runner
+from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
 
 
@@ -70,9 +71,11 @@ def export_fp32(model: nn.Module, path: Path, *, img_size: int, in_chans: int, o
     """Write the FP32 ONNX and gate it: max |diff| <= ``atol`` x max(1, max |logit|), 100% top-1 agreement."""
     if len(parity_images) == 0:
         raise CakdError("the parity gate needs at least one image")
-    proto = to_onnx(model, img_size=img_size, in_chans=in_chans, opset=opset)
-    onnx.save(proto, path)
-    report = {"opset": opset, "atol": atol, **parity(model, path, parity_images)}
+    with profiling.phase("onnx-export"):
+        proto = to_onnx(model, img_size=img_size, in_chans=in_chans, opset=opset)
+        onnx.save(proto, path)
+    with profiling.phase("parity"):
+        report = {"opset": opset, "atol": atol, **parity(model, path, parity_images)}
     gate(report, atol, "FP32", require_top1=True)
     return proto, report
 
@@ -81,9 +84,10 @@ def export_fp16(model: nn.Module, proto: onnx.ModelProto, path: Path, *, parity_
                 atol: float) -> dict:
     """float16 weights and compute, float32 inputs/outputs (callers need not change); max |diff| <= ``atol``.
     Its top-1 agreement is reported, not required: near-ties may legitimately flip at half precision."""
-    with warnings.catch_warnings():  # it warns for every tiny weight it rounds to float16
+    with warnings.catch_warnings(), profiling.phase("onnx-export"):  # it warns for every weight it rounds
         warnings.simplefilter("ignore")
         onnx.save(float16.convert_float_to_float16(proto, keep_io_types=True), path)
-    report = {"atol": atol, **parity(model, path, parity_images)}
+    with profiling.phase("parity"):
+        report = {"atol": atol, **parity(model, path, parity_images)}
     gate(report, atol, "FP16", require_top1=False)
     return report

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cakd.pipeline import layout
+from cakd.pipeline import layout, profiling
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import KnownNames, Params, load_params
 
@@ -211,6 +211,7 @@ def run() -> None:
         if isinstance(done.code, str):
             print(done.code, file=sys.stderr)
         code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    profiling.write_profile()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -18,6 +18,7 @@ from cakd.export.picks import picks
 from cakd.export.report import print_table, write_csv, write_pareto_plot
 from cakd.export.runtimes import RUNTIMES, Settings
 from cakd.export.sysinfo import load_average, load_warning, system_info
+from cakd.pipeline import profiling
 from cakd.pipeline.data import load_manifest
 from cakd.pipeline.fileio import TEMP_MARK, remove_outputs, write_json
 from cakd.pipeline.params import Params
@@ -58,6 +59,7 @@ def _input_of(item: Item) -> tuple[int, int]:
 
 
 def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None) -> dict:
+    profiling.mark_ready()
     bench, deploy = params.bench, params.deploy
     json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
     remove_outputs([json_path, csv_path, png_path])
@@ -91,10 +93,11 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     }
     has_accuracy = any(row.top1 is not None for row in rows)
     result["pareto_png"] = str(png_path) if has_accuracy else None
-    if has_accuracy:
-        write_pareto_plot(rows, png_path, bench.budget_ms)
-    write_json(json_path, result)
-    write_csv(rows, csv_path)
+    with profiling.phase("reports"):
+        if has_accuracy:
+            write_pareto_plot(rows, png_path, bench.budget_ms)
+        write_json(json_path, result)
+        write_csv(rows, csv_path)
     print_table(result, rows, console)
     for pick in chosen:
         console.print(pick.line, markup=False)

@@ -16,6 +16,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest
 from cakd.pipeline.distill import load_assistant
 from cakd.pipeline.fileio import atomic_path, write_json, write_text
@@ -44,9 +45,11 @@ def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -
 
 def run(params: Params, chosen: Student, manifest_path: Path, teacher: Path, baseline: Path, student: Path,
         extras: Path | None, out_dir: Path, metrics_path: Path) -> dict:
+    profiling.mark_ready()
     manifest = load_manifest(manifest_path)
     classes = [str(c) for c in manifest["classes"]]
-    _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
+    with profiling.phase("data"):
+        _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
     loader = DataLoader(test_ds, batch_size=256, num_workers=params.machine.num_workers)
 
     models: dict[str, nn.Module] = {"teacher": load_model(teacher), "baseline": load_model(baseline),
@@ -58,12 +61,14 @@ def run(params: Params, chosen: Student, manifest_path: Path, teacher: Path, bas
     metrics: dict[str, dict | float] = {}
     report: dict[str, dict] = {}
     for name, model in models.items():
-        probs, labels = predict(model, loader)
-        rep = classification_report(probs, labels, classes)
+        with profiling.phase("evaluation"):
+            probs, labels = predict(model, loader)
+            rep = classification_report(probs, labels, classes)
         metrics[name] = {k: round(rep[k], 4) for k in ("top1", "top5", "ece")}
         report[name] = rep
-        plot_confusion(np.array(rep["confusion"]), classes, f"{name} (top-1 {rep['top1']:.2f}%)",
-                       out_dir / f"confusion_{name}.png")
+        with profiling.phase("reports"):
+            plot_confusion(np.array(rep["confusion"]), classes, f"{name} (top-1 {rep['top1']:.2f}%)",
+                           out_dir / f"confusion_{name}.png")
         if name == "student":
             rows = "\n".join(f"{classes[a]},{classes[p]}" for a, p in zip(labels, probs.argmax(1), strict=True))
             write_text(out_dir / "predictions.csv", "actual,predicted\n" + rows + "\n")

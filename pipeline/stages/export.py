@@ -12,6 +12,7 @@ from rich.table import Table
 from cakd.export.artefacts import FILES, REPORT, artefacts_for, export_model, gate_data, settings_key
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.export.runtimes.tensorrt_gpu import build_engine
+from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import file_sha256, read_json, write_json
 from cakd.pipeline.models import load_model
@@ -27,6 +28,7 @@ def trt_artefact(precision: Precision) -> Artefact:
 def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Literal["onnx", "trt"],
         precisions: list[Precision]) -> dict:
     """Export (or, for ``--format trt``, reuse an export of the same checkpoint and settings), then the engine."""
+    profiling.mark_ready()
     cfg = params.export
     kinds = artefacts_for(params.deploy.runtimes, precisions)
     if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:

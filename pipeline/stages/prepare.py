@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cakd.pipeline import profiling
 from cakd.pipeline.data import prepare_data
 from cakd.pipeline.params import Params
 from cakd.pipeline.ui import console
 
 
 def run(params: Params, out_dir: Path) -> dict:
-    manifest = prepare_data(params.data, params.seed, out_dir)
+    profiling.mark_ready()
+    with profiling.phase("data"):
+        manifest = prepare_data(params.data, params.seed, out_dir)
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
     console.print(f"{params.data.name}: {manifest['num_classes']} classes, {counts} images "
                   f"-> {out_dir / 'manifest.json'}")

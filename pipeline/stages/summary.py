@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cakd.export.artefacts import read_export
 from cakd.export.rows import BenchRow, Pick
-from cakd.pipeline import layout
+from cakd.pipeline import layout, profiling
 from cakd.pipeline.fileio import read_json, write_json
 from cakd.pipeline.ui import console
 
@@ -115,6 +115,7 @@ def print_summary(summary: dict) -> None:
 
 
 def run(students: dict[str, str], reports: Path, exports: Path, bench_path: Path, out: Path) -> dict:
+    profiling.mark_ready()
     summary = collect(students, reports, exports, read_json(bench_path, "latency report"))
     write_json(out, summary)
     print_summary(summary)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, build_mixup, load_manifest
 from cakd.pipeline.distill import METHODS, Distiller, build_distiller
 from cakd.pipeline.errors import CakdError
@@ -67,12 +68,14 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
         resume: bool = False, metrics_path: Path | None = None, student: Student | None = None) -> dict:
     """Train ``role`` (for a student: ``student``, default the first) into ``out_dir``; its metrics JSON goes to
     ``metrics_path`` (default out_dir/metrics.json)."""
+    profiling.mark_ready()
     plan = plan_for(role, params, student)
     manifest = load_manifest(manifest_path)
     teacher = teacher_for(plan, teacher_path)
     placement = place(params.machine.threads)
     try:
-        train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
+        with profiling.phase("data"):
+            train_ds, test_ds = build_datasets(params.data, manifest, params.seed)
         seed_everything(params.seed)
         model, source = model_from_params(plan.section, manifest["num_classes"], params.data.img_size)
         if plan.epochs == 0 and source.file is None:

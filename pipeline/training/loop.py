@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from cakd.pipeline import profiling
 from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
 from cakd.pipeline.distill.base import Distiller
 from cakd.pipeline.errors import CakdError
@@ -232,7 +233,8 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
 
     Without ``opt`` nothing was trained: the model as it is becomes epoch 0.
     """
-    heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
+    with profiling.phase("evaluation"):
+        heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
     record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
     state.epoch += opt is not None
     state.history.append({"epoch": state.epoch, **record})
@@ -331,7 +333,8 @@ def fit(
             loaders.generator.manual_seed(seed * 1000 + epoch)
             if loaders.sampler is not None:
                 loaders.sampler.set_epoch(epoch)
-            record = train_one_epoch(run, step_module, loaders, opt, epoch, mixup, progress)
+            with profiling.phase("training"):
+                record = train_one_epoch(run, step_module, loaders, opt, epoch, mixup, progress)
             if placement.distributed:  # BatchNorm statistics drift per rank: rank 0's become everyone's
                 distribute_bn(distiller, placement.world_size, reduce=False)
             if placement.is_main:
