@@ -8,7 +8,7 @@ in a new folder that replaces the previous export as a whole (a failed or killed
     onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
 
 A rejected INT8 leaves no file and its reason in ``export.json``; the export still succeeds unless
-``export.strict``. ``read_export`` is how every reader (bench, summary) opens the folder.
+``export.strict``. Readers open the folder with ``cakd.export.exported.read_export``.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ import onnx
 import torch
 from torch.utils.data import DataLoader
 
+from cakd.export.exported import FILES, REPORT
 from cakd.export.int8 import export_int8, logits_on
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, file_sha256, read_json, write_json
+from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
 from cakd.pipeline.models import StagedModel, load_model
 from cakd.pipeline.params import ExportParams, Params, fingerprint
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
-REPORT = "export.json"
-FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
-                              "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
-                              "onnx-int8-qat": "model.int8-qat.onnx"}
 MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")  # onnx-int8-qat: by `cakd qat`
 
 
@@ -156,51 +153,6 @@ def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None,
     ok = status == "ok"
     return {"file": FILES[kind] if ok else None, "status": status, "reason": reason,
             "size_bytes": path.stat().st_size if ok else None, **details}
-
-
-@dataclass(frozen=True)
-class Exported:
-    """An export folder as readers see it: the files that passed their gates, and why the others are missing."""
-
-    folder: Path
-    report: dict
-    files: dict[Artefact, Path]
-    missing: dict[Artefact, tuple[str, str]]  # kind -> (status, reason): rejected or skipped
-
-    @property
-    def img_size(self) -> int:
-        return int(self.report["model"]["img_size"])
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.report["model"].get("in_chans", 3))
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.report["model"]["num_classes"])
-
-
-def read_export(folder: Path) -> Exported:
-    """Open an export folder; a report that is not one, or names files that are gone, is one line."""
-    path = folder / REPORT
-    report = read_json(path, "export report")
-    try:
-        entries = report["artefacts"]
-        model = report["model"]
-        int(model["img_size"]), int(model["num_classes"])
-        files = {kind: folder / entry["file"] for kind, entry in entries.items() if entry["status"] == "ok"}
-        missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items()
-                   if entry["status"] != "ok"}
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CakdError(f"{path} is not an export report of this cakd version ({type(err).__name__}: {err}): "
-                        "re-run cakd export") from None
-    unknown = sorted(set(files) - set(FILES))
-    if unknown:
-        raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
-    gone = sorted(str(p) for p in files.values() if not p.is_file())
-    if gone:
-        raise CakdError(f"{path} names files that are gone: {', '.join(gone)} (re-run cakd export)")
-    return Exported(folder, report, files, missing)
 
 
 def onnx_shape(path: Path) -> tuple[int, int, int]:

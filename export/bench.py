@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cakd.export.artefacts import Exported
 from cakd.export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
 from cakd.export.bench_inputs import int8_activations
+from cakd.export.exported import Exported
 from cakd.export.rows import BenchRow
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from cakd.pipeline import profiling

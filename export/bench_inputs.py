@@ -15,7 +15,7 @@ from typing import Literal
 
 import onnx
 
-from cakd.export.artefacts import REPORT
+from cakd.export.exported import REPORT
 from cakd.export.runtimes import Artefact
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import file_sha256, read_json

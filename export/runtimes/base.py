@@ -15,15 +15,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cakd.export.exported import Artefact  # noqa: F401  (the files runtimes consume: see exported.py)
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-# The files ``cakd export`` makes (export/artefacts.py says how) and runtimes consume: the checkpoint, the
-# FP32 / FP16 ONNX, the post-training INT8 QDQ ONNX for CPU runtimes (export.int8_activations), its
-# TensorRT form (symmetric activations, float biases) and the quantisation-aware-trained INT8 ONNX.
-Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat"]
 
 
 @dataclass

@@ -11,9 +11,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cakd.export.artefacts import Exported, GateData, artefacts_for, export_model, gate_data, onnx_shape, read_export
+from cakd.export.artefacts import GateData, artefacts_for, export_model, gate_data, onnx_shape
 from cakd.export.bench import BenchModel, Timing, pinned_threads, run_bench
 from cakd.export.bench_inputs import Item, onnx_artefact, resolve
+from cakd.export.exported import Exported, read_export
 from cakd.export.picks import picks
 from cakd.export.report import print_table, write_csv, write_pareto_plot
 from cakd.export.runtimes import RUNTIMES, Settings

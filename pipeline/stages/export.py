@@ -9,7 +9,8 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import FILES, REPORT, artefacts_for, export_model, gate_data, settings_key
+from cakd.export.artefacts import artefacts_for, export_model, gate_data, settings_key
+from cakd.export.exported import FILES, REPORT
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.export.runtimes.tensorrt_gpu import build_engine
 from cakd.pipeline import profiling

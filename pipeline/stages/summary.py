@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import read_export
+from cakd.export.exported import read_export
 from cakd.export.rows import BenchRow, Pick
 from cakd.pipeline import layout, profiling
 from cakd.pipeline.fileio import read_json, write_json

@@ -1,0 +1,66 @@
+"""An export folder as its readers (bench, summary) see it: ``export.json`` and the files that passed their gates.
+
+Light on purpose: reading a report imports neither torch nor any runtime, so ``cakd summary`` starts fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import read_json
+
+Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat"]
+REPORT = "export.json"
+FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
+                              "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
+                              "onnx-int8-qat": "model.int8-qat.onnx"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An export folder as readers see it: the files that passed their gates, and why the others are missing."""
+
+    folder: Path
+    report: dict
+    files: dict[Artefact, Path]
+    missing: dict[Artefact, tuple[str, str]]  # kind -> (status, reason): rejected or skipped
+
+    @property
+    def img_size(self) -> int:
+        return int(self.report["model"]["img_size"])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.report["model"].get("in_chans", 3))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.report["model"]["num_classes"])
+
+
+def read_export(folder: Path) -> Exported:
+    """Open an export folder; a report that is not one, or names files that are gone, is one line."""
+    path = folder / REPORT
+    report = read_json(path, "export report")
+    try:
+        entries = report["artefacts"]
+        model = report["model"]
+        int(model["img_size"]), int(model["num_classes"])
+        files = {kind: folder / entry["file"] for kind, entry in entries.items() if entry["status"] == "ok"}
+        missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items()
+                   if entry["status"] != "ok"}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CakdError(f"{path} is not an export report of this cakd version ({type(err).__name__}: {err}): "
+                        "re-run cakd export") from None
+    unknown = sorted(set(files) - set(FILES))
+    if unknown:
+        raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
+    gone = sorted(str(p) for p in files.values() if not p.is_file())
+    if gone:
+        raise CakdError(f"{path} names files that are gone: {', '.join(gone)} (re-run cakd export)")
+    return Exported(folder, report, files, missing)
+
+
