@@ -237,6 +237,7 @@ class BenchParams(Section):
     runtime_max_drop: float = Field(1.0, ge=0)  # a runtime's top-1 may fall this far below its reference runtime's
     pick_tolerance: float = Field(1.0, ge=0)  # no budget: the fastest artefact within this of the most accurate
     budget_ms: float | None = Field(None, gt=0)  # the pick: the most accurate artefact whose batch-1 p50 fits
+    min_speedup: float | None = Field(None, gt=0)  # ... and that runs this many times faster than the teacher
 
     @field_validator("batch_sizes")
     @classmethod

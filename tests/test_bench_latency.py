@@ -318,6 +318,16 @@ def test_latency_statistics_pareto_front_and_picks_by_hand() -> None:
     wide = pick_for(rows, "openvino", None, 5.0)
     assert (wide.model, wide.precision) == ("mid", "int8")
 
+    with_teacher = [*rows, BenchRow(model="teacher", runtime="openvino", precision="int8", artefact="onnx-int8",
+                                    batch_size=1, status="ok", p50_ms=6.0, top1=98.0)]
+    faster = pick_for(with_teacher, "openvino", None, 1.0, min_speedup=2.0)  # within 6.0 / 2 = 3.0 ms
+    assert (faster.model, faster.precision, faster.rule) == (
+        "mid", "int8", "most accurate within 2x the teacher's fastest (6.00 ms)")
+    assert pick_for(with_teacher, "openvino", None, 1.0).model == "teacher"  # no budget: the teacher wins
+    assert pick_for(with_teacher, "openvino", None, 1.0, min_speedup=10.0).reason == (
+        "nothing runs within 10x the teacher's fastest (6.00 ms) (p50, batch 1)")
+    assert "needs the teacher timed" in pick_for(rows, "openvino", None, 1.0, min_speedup=2.0).reason
+
 
 def test_deploy_runtimes_come_from_the_runtime_table() -> None:
     known = known_names()  # what the CLI validates params.yaml against

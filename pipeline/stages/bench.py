@@ -81,7 +81,7 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
                          num_classes=dataset["num_classes"] if dataset else None, max_drop=bench.runtime_max_drop)
     load_after = load_average()
     warning = load_warning(load_before, load_after, bench.threads)
-    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance)
+    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance, bench.min_speedup)
     result = {
         "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
                    "load_warning": warning},
