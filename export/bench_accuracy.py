@@ -98,8 +98,10 @@ def check(results: dict[Key, Accuracy], max_drop: float) -> dict[Key, tuple[str,
 
 
 def max_abs_diff(results: dict[Key, Accuracy], key: Key) -> float | None:
-    """Largest |logit difference| against the same model's PyTorch FP32 logits, when measured."""
-    reference = next((acc for k, acc in results.items() if k[:3] == (key[0], "torch", "fp32")), None)
+    """Largest |logit difference| against the same model's FP32 logits on the root reference runtime (the one
+    whose row names no reference: PyTorch), when measured."""
+    root = reference_chain(key[1])[-1] if RUNTIMES[key[1]].reference else key[1]
+    reference = next((acc for k, acc in results.items() if k[:3] == (key[0], root, "fp32")), None)
     if reference is None:
         return None
     return float((results[key].logits - reference.logits).abs().max())
