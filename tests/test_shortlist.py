@@ -210,6 +210,27 @@ def test_ranking_puts_one_per_family_first_then_capacity() -> None:
     assert by_name["too-slow"].rank is None and by_name["r-small"].rank == 4
 
 
+def test_a_candidate_that_failed_to_export_is_listed_failed_not_ranked() -> None:
+    teacher = _item("teacher", "resnet", 1.0, 4.0).row
+    broken = _item("broken", "swin", 0.1, 0.5)
+    broken.row.status, broken.row.reason, broken.row.p50_ms = "failed", "ONNX export of Swin failed (...)", None
+    verdict = judge(broken, teacher, budget_ms=None, min_speedup=None)
+    assert not verdict.within_budget and verdict.reason == "failed: ONNX export of Swin failed (...)"
+    assert rank([verdict]) == [] and verdict.rank is None
+
+
+def test_a_teacher_that_cannot_be_timed_is_one_line(project: Path, capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every speed-up is measured against the teacher: if its export fails (here: an impossible parity
+    tolerance), nothing is ranked and the reason is one line."""
+    write_params(project / "params.yaml", shortlist_params(candidates={"mlp": CANDIDATES["mlp"]}))
+    code, err = run_cakd_here(["shortlist", "-S", "export.atol=1e-30"], project, capsys, monkeypatch)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("cakd: error: the teacher (vit_tiny_patch16_224) cannot be timed on "
+                                         "onnxruntime: FP32 parity gate failed")
+    assert "Traceback" not in err and not (project / "reports/shortlist.json").exists()
+
+
 @pytest.mark.parametrize("candidate, message", [
     ({"model": "resnet_bogus"}, "unknown model 'resnet_bogus'"),
     ({"model": "resnet18", "kwargs": {"bogus": 1}}, "candidate 'bad': model 'resnet18' does not accept"),
