@@ -104,3 +104,50 @@ def print_table(result: dict, rows: list[BenchRow], console: Console) -> None:
         console.print(f"[yellow]unavailable[/yellow] {runtime} {precision}: {escape(reason or '')}")
     for note in result["notes"]:
         console.print(f"[yellow]note[/yellow]: {escape(note)}")
+
+
+def _shortlist_points(ax: plt.Axes, result: dict) -> None:
+    """One colour per family; hollow markers over budget; error bars span the round p50s; the shortlist ringed."""
+    colours = dict(zip(sorted({e["family"] for e in result["candidates"].values()}), plt.cm.tab10.colors,
+                       strict=False))
+    for name, e in result["candidates"].items():
+        row = e["row"]
+        if row["p50_ms"] is None:
+            continue
+        spread = [[row["p50_ms"] - row["p50_round_min_ms"]], [row["p50_round_max_ms"] - row["p50_ms"]]]
+        ax.errorbar(row["gflops"], row["p50_ms"], yerr=spread, fmt="o", color=colours[e["family"]],
+                    markerfacecolor=colours[e["family"]] if e["within_budget"] else "none", capsize=2, zorder=2)
+        if name in result["shortlist"]:
+            ax.scatter(row["gflops"], row["p50_ms"], s=180, facecolors="none", edgecolors="tab:red", zorder=3)
+        ax.annotate(f"{name}" + (f" #{e['rank']}" if e["rank"] else ""), (row["gflops"], row["p50_ms"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=6)
+    for family, colour in colours.items():
+        ax.scatter([], [], color=colour, label=family)
+
+
+def write_shortlist_plot(result: dict, path: str | Path) -> None:
+    """``cakd shortlist``'s picture: p50 latency against GFLOPs per candidate, the teacher, and the budget's limits
+    (``budget_ms``; the teacher's p50 / ``min_speedup``). Filled markers fit, hollow ones do not."""
+    s, teacher = result["settings"], result["teacher"]["row"]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    _shortlist_points(ax, result)
+    ax.scatter([teacher["gflops"]], [teacher["p50_ms"]], marker="*", s=160, color="black", label="teacher", zorder=3)
+    if s["budget_ms"]:
+        ax.axhline(s["budget_ms"], color="tab:blue", linestyle="--", label=f"budget {s['budget_ms']:g} ms")
+    if s["min_speedup"]:
+        ax.axhline(teacher["p50_ms"] / s["min_speedup"], color="tab:purple", linestyle=":",
+                   label=f"teacher / {s['min_speedup']:g} (min speed-up)")
+    ax.scatter([], [], s=180, facecolors="none", edgecolors="tab:red", label=f"shortlist (top {s['top_k']})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"GFLOPs per image ({s['img_size']} px, log scale)")
+    ax.set_ylabel(f"p50 latency at batch {s['batch_size']} (ms, log scale; bars: round p50s)")
+    ax.set_title(f"Untrained candidates on {s['runtime']} {s['precision']}: filled = within budget")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -171,6 +171,25 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
 
 
 @app.command()
+def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, data: Path = DATA,
+              out: Annotated[Path, typer.Option(help="folder of the latency-vs-GFLOPs plot (exports are made and "
+                                                "removed in it)")] = layout.SHORTLIST_DIR,
+              metrics: Annotated[Path, typer.Option(help="the shortlist JSON")] = layout.SHORTLIST_REPORT,
+              apply: Annotated[int | None, typer.Option("--apply", metavar="K", help="write the top K candidates "
+                                                        "into params.yaml's students: (then dvc repro trains them)")]
+              = None,
+              from_: Annotated[Path | None, typer.Option("--from", help="a shortlist JSON measured before (e.g. by "
+                                                         "dvc repro shortlist): print and apply it, measure nothing")]
+              = None) -> None:
+    """Time untrained candidate students on the target runtime against a latency budget; rank them; --apply K."""
+    from cakd.pipeline.stages import shortlist as stage
+
+    known = known_names()
+    stage.run(load_params(params, set_ or [], known), data, out, metrics, params, apply=apply, from_report=from_,
+              known=known)
+
+
+@app.command()
 def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             reports: Annotated[Path, typer.Option(help="reports/ folder: teacher.json, students/NAME/eval.json")]
             = layout.REPORTS,

@@ -19,6 +19,8 @@ TEACHER_REPORT = REPORTS / "teacher.json"
 EXPORTS = ARTIFACTS / "export"
 BENCH_JSON = ARTIFACTS / "bench" / "bench.json"
 SUMMARY = REPORTS / "summary.json"
+SHORTLIST_DIR = ARTIFACTS / "shortlist"  # the latency-vs-FLOPs plot; the exports are made and removed in here
+SHORTLIST_REPORT = REPORTS / "shortlist.json"
 
 StudentRun = Literal["baseline", "distill", "eval"]
 

@@ -6,6 +6,7 @@ A bad file ends in one line naming the key path and what is allowed (``CakdError
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -255,8 +256,87 @@ class MachineParams(Section):
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
 
 
+
+
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
 RESERVED_LABELS = {"teacher"}  # artifacts/export/teacher is the teacher's export
+
+
+def check_student_names(names: Iterable[str], what: str = "student") -> None:
+    """Student names name folders and DVC stages (``baseline@NAME``): letters, digits, '-', '_', not 'teacher'."""
+    for name in names:
+        if not STUDENT_NAME.fullmatch(name) or name in RESERVED_LABELS:
+            raise ValueError(f"{what} name '{name}' must be letters, digits, '-' or '_' and not "
+                             f"{'/'.join(sorted(RESERVED_LABELS))} (it names folders)")
+
+
+class CandidateParams(Section):
+    """A student candidate of ``cakd shortlist``: a registered model and its timm kwargs. ``--apply`` copies
+    it into ``students:`` as it is (untrained: the shortlist measures latency, which weights do not change)."""
+
+    model: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str, info: ValidationInfo) -> str:
+        return _known(name, info, "models", "model")
+
+
+def _grid(**entries: tuple[str, dict]) -> dict[str, CandidateParams]:
+    return {name.replace("_", "-"): CandidateParams(model=model, kwargs=kwargs)
+            for name, (model, kwargs) in entries.items()}
+
+
+DEIT, SWIN = "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224"
+
+
+def default_candidates() -> dict[str, CandidateParams]:
+    """Every family of the model zoo at a few widths and depths (timm kwargs), from below the default students'
+    cost to above the teacher's, so the budget has something to cut on either side."""
+    return _grid(
+        resnet18_w16=("resnet18", {"channels": [16, 32, 64, 128], "stem_width": 16}),
+        resnet18_w32=("resnet18", {"channels": [32, 64, 128, 256], "stem_width": 32}),
+        resnet18=("resnet18", {}),
+        mobilenetv2_050=("mobilenetv2_050", {}),
+        mobilenetv2_100=("mobilenetv2_100", {}),
+        convnext_atto_d6=("convnext_atto", {"depths": [1, 1, 3, 1]}),
+        convnext_atto=("convnext_atto", {}),
+        deit_e64_d4=(DEIT, {"embed_dim": 64, "depth": 4, "num_heads": 2}),
+        deit_e96_d4=(DEIT, {"embed_dim": 96, "depth": 4, "num_heads": 3}),
+        deit_e192_d8=(DEIT, {"embed_dim": 192, "depth": 8, "num_heads": 3}),
+        swin_e32=(SWIN, {"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8]}),
+        swin_e48=(SWIN, {"embed_dim": 48, "depths": [2, 2, 2, 2], "num_heads": [2, 3, 6, 12]}),
+        resmlp_e96_b4=("resmlp_12_224", {"embed_dim": 96, "num_blocks": 4}),
+        mixer_e128_b4=("mixer_s16_224", {"embed_dim": 128, "num_blocks": 4}),
+    )
+
+
+class ShortlistParams(Section):
+    """``cakd shortlist``: candidate students timed untrained on the target runtime, filtered by a budget."""
+
+    runtime: str = "onnxruntime"  # one of RUNTIMES: where the students will run
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"  # int8: post-training, calibrated for latency only
+    batch_size: int = Field(1, ge=1)
+    budget_ms: float | None = Field(None, gt=0)  # p50 at batch_size on runtime must be <= this
+    min_speedup: float | None = Field(2.0, gt=0)  # and/or at least this many times faster than the teacher
+    top_k: int = Field(2, ge=1)  # how many ranked candidates the report calls the shortlist
+    calib_images: int = Field(16, ge=1)  # the FP32 parity check's images and INT8's calibration (no accuracy gate)
+    jobs: int = Field(2, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
+    candidates: dict[str, CandidateParams] = Field(default_factory=default_candidates)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, name: str, info: ValidationInfo) -> str:
+        return _known(name, info, "runtimes", "runtime")
+
+    @field_validator("candidates")
+    @classmethod
+    def _usable_names(cls, candidates: dict[str, CandidateParams]) -> dict[str, CandidateParams]:
+        if not candidates:
+            raise ValueError("name at least one candidate")
+        check_student_names(candidates, "candidate")  # --apply makes them student names
+        return candidates
 
 
 class Params(Section):
@@ -270,16 +350,14 @@ class Params(Section):
     deploy: DeployParams = Field(default_factory=DeployParams)
     bench: BenchParams = Field(default_factory=BenchParams)
     machine: MachineParams = Field(default_factory=MachineParams)
+    shortlist: ShortlistParams = Field(default_factory=ShortlistParams)
 
     @field_validator("students")
     @classmethod
     def _usable_names(cls, students: dict[str, ModelParams]) -> dict[str, ModelParams]:
         if not students:
             raise ValueError("name at least one student")
-        for name in students:
-            if not STUDENT_NAME.fullmatch(name) or name in RESERVED_LABELS:
-                raise ValueError(f"student name '{name}' must be letters, digits, '-' or '_' and not "
-                                 f"{'/'.join(sorted(RESERVED_LABELS))} (it names folders)")
+        check_student_names(students)
         return students
 
     def student(self, name: str | None = None) -> Student:

@@ -24,8 +24,12 @@ from tests.conftest import TINY_VIT, run_cakd, tiny_params, write_params
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["deit", "mobilenet"]  # the default students' names: dvc.yaml's bench stage lists them
 PER_STUDENT = ["baseline", "distill", "evaluate", "export"]
-STAGES = (["prepare", "train_teacher"] + [f"{s}@{n}" for s in PER_STUDENT for n in NAMES]
+STAGES = (["prepare", "shortlist", "train_teacher"] + [f"{s}@{n}" for s in PER_STUDENT for n in NAMES]
           + ["export_teacher", "bench", "summary"])
+# A tiny shortlist: two candidates of two families, every one within budget (no budget), one export at a time.
+SHORTLIST = {"budget_ms": None, "min_speedup": None, "jobs": 1, "calib_images": 8, "candidates": {
+    "mlp": {"model": "resmlp_12_224", "kwargs": {"embed_dim": 32, "num_blocks": 4}},
+    "cnn": {"model": "mobilenetv2_050", "kwargs": {}}}}
 GIT = ["git", "-c", "user.name=cakd", "-c", "user.email=cakd@localhost"]
 
 
@@ -68,7 +72,8 @@ def new_project(root: Path) -> Path:
         teacher={"model": "resnet10t", "kwargs": {}},
         distill={"method": "fbt"},
         export={"int8_max_drop": 100.0, "int8_min_agreement": 0.0},  # the INT8 gate is not what is tested here
-        bench={"batch_sizes": [1], "warmup": 1, "runs": 3, "threads": 1}))
+        bench={"batch_sizes": [1], "warmup": 1, "runs": 3, "threads": 1},
+        shortlist=SHORTLIST))
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     dvc(project, "init", "-q")
     dvc(project, "config", "core.analytics", "false")
@@ -117,7 +122,7 @@ def test_repro_runs_every_stage_per_student_then_nothing(repo: tuple[Path, subpr
     assert len(summary["deploy_lines"]) == len(bench["picks"]) >= 1  # the bench prints its picks, then the summary
     assert printed[-len(summary["deploy_lines"]):] == summary["deploy_lines"]
     tracked = subprocess.run(["git", "ls-files", "reports"], cwd=project, capture_output=True, text=True).stdout
-    assert set(tracked.split()) == {"reports/teacher.json", "reports/summary.json",  # git holds every report
+    assert set(tracked.split()) == {"reports/teacher.json", "reports/summary.json", "reports/shortlist.json",
                                     *(f"reports/students/{n}/{r}.json" for n in NAMES
                                       for r in ("baseline", "distill", "eval"))}
     assert ran(dvc(project, "repro")) == []
@@ -139,6 +144,26 @@ def test_changing_one_student_reruns_only_its_stages(repo: tuple[Path, subproces
     write_params(project / "params.yaml", params)
     changed = dvc(project, "repro")
     assert ran(changed) == sorted([f"{s}@deit" for s in PER_STUDENT] + ["bench", "summary"])
+
+
+@pytest.mark.slow
+def test_shortlist_apply_then_repro_trains_exactly_the_shortlisted_students(
+        repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """The documented flow: the shortlist DVC measured, `cakd shortlist --apply 2 --from` it, `dvc repro`: the two
+    shortlisted students' stages run (and the bench and summary over them), nothing else, not the shortlist again."""
+    project, _ = repo
+    run_cakd("shortlist", "--apply", "2", "--from", "reports/shortlist.json", cwd=project, check=True)
+    top = json.loads((project / "reports/shortlist.json").read_text())["ranking"]
+    assert sorted(top) == ["cnn", "mlp"]
+    proc = dvc(project, "repro")
+    expected = [f"{s}@{n}" for s in PER_STUDENT for n in top] + ["bench", "summary"]
+    assert sorted(s for s in expected if f"Running stage '{s}'" in proc.stdout) == sorted(expected)
+    assert "Running stage 'shortlist'" not in proc.stdout and "Running stage 'train_teacher'" not in proc.stdout
+    assert not any(f"@{old}'" in proc.stdout for old in NAMES)
+    summary = json.loads((project / "reports/summary.json").read_text())
+    assert set(summary["students"]) == set(top)
+    bench = json.loads((project / "artifacts/bench/bench.json").read_text())
+    assert {row["model"] for row in bench["rows"]} == {"teacher", *top}
 
 
 def test_machine_settings_rerun_nothing(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -182,7 +207,7 @@ def test_experiments_show_their_metrics(repo: tuple[Path, subprocess.CompletedPr
     the metrics lived under git-ignored outputs that no experiment commit holds)."""
     project, _ = repo
     dvc(project, "exp", "run", "-n", "exp-kd", "-S", "distill.method=kd")
-    dvc(project, "exp", "run", "-n", "exp-bench", "-S", "bench.runs=4")  # only bench and summary re-run
+    dvc(project, "exp", "run", "-n", "exp-bench", "-S", "bench.runs=4")  # only bench, summary and shortlist re-run
     found = exp_metrics(project)
     for name in ("exp-kd", "exp-bench"):
         assert_compared(found.get(name))
@@ -193,7 +218,7 @@ def test_a_failed_parity_gate_stops_the_pipeline_at_export(repo: tuple[Path, sub
                                                            ) -> None:
     project, _ = repo
     edit_params(project, export={"atol": 1e-30})
-    failed = dvc(project, "repro", check=False)
+    failed = dvc(project, "repro", "summary", check=False)  # the shortlist gates its exports too: not its subject
     assert failed.returncode != 0 and "parity" in (failed.stdout + failed.stderr).lower()
     assert not {"bench", "summary"} & set(ran(failed))
     stopped = [stage for stage in ran(failed) if stage.startswith("export")]

@@ -11,14 +11,14 @@ from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import file_sha256
 from cakd.pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
 from cakd.pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
-from cakd.pipeline.models.registry import builder_for, registered_names
+from cakd.pipeline.models.registry import builder_for, family_of, registered_names
 from cakd.pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file
 
 if TYPE_CHECKING:
     from cakd.pipeline.params import ModelParams
 
 __all__ = ["ModelOutput", "ModelSource", "ModelSpec", "StageShape", "StagedModel", "WeightsLoad", "available_models",
-           "create_model",
+           "create_model", "family_of",
            "load_model", "load_weights", "model_from_params", "save_model"]
 
 

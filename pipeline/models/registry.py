@@ -37,6 +37,12 @@ def registered_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def family_of(name: str) -> str:
+    """The timm family a registered name belongs to: the file its builder lives in (one family per file), e.g.
+    ``resnet`` for resnet18 and resnet10t, ``mlp_mixer`` for resmlp_12_224 and mixer_s16_224."""
+    return builder_for(name).__module__.rsplit(".", 1)[-1]
+
+
 def is_small_input(spec: ModelSpec) -> bool:
     return spec.img_size <= SMALL_INPUT_MAX
 
