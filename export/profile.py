@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from cakd.export.artefacts import FILES
 from cakd.export.bench import Timing, count_gflops, measure
 from cakd.export.bench_inputs import int8_activations
+from cakd.export.exported import FILES
 from cakd.export.int8 import quantize_int8
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.rows import BenchRow
