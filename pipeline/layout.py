@@ -20,11 +20,12 @@ EXPORTS = ARTIFACTS / "export"
 BENCH_JSON = ARTIFACTS / "bench" / "bench.json"
 SUMMARY = REPORTS / "summary.json"
 
-StudentRun = Literal["baseline", "distill", "eval"]
+StudentRun = Literal["baseline", "distill", "eval", "qat"]
 
 
 def student_dir(name: str, run: StudentRun) -> Path:
-    """``artifacts/students/<name>/<run>``: the student's baseline, distilled model or evaluation."""
+    """``artifacts/students/<name>/<run>``: the student's baseline, distilled model, evaluation or the resumable
+    state of its quantisation-aware training."""
     return ARTIFACTS / "students" / name / run
 
 
