@@ -6,9 +6,11 @@ in a new folder that replaces the previous export as a whole (a failed or killed
     onnx-fp16      model.fp16.onnx      FP16 weights and compute; its own parity tolerance
     onnx-int8      model.int8.onnx      post-training static INT8 (QDQ) for CPU runtimes; the INT8 accuracy gate
     onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
+    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/qat.py, ``qat.mode``); same gate
 
 A rejected INT8 leaves no file and its reason in ``export.json``; the export still succeeds unless
-``export.strict``. Readers open the folder with ``cakd.export.exported.read_export``.
+``export.strict`` and some runtime is left without an INT8 that passed. Readers open the folder with
+``cakd.export.exported.read_export``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import torch
 from torch.utils.data import DataLoader
 
 from cakd.export.exported import FILES, REPORT
-from cakd.export.int8 import export_int8, logits_on
+from cakd.export.int8 import export_int8, gate_int8_file, logits_on
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
@@ -33,8 +36,13 @@ from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
 from cakd.pipeline.models import StagedModel, load_model
 from cakd.pipeline.params import ExportParams, Params, fingerprint
 
+if TYPE_CHECKING:
+    from cakd.export.qat import QatJob
+
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
-MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")  # onnx-int8-qat: by `cakd qat`
+MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat")
+POST_TRAINING_INT8 = ("onnx-int8", "onnx-int8-trt")
+QAT = "onnx-int8-qat"
 
 
 EVAL_BATCH = 64
@@ -55,8 +63,8 @@ def gate_data(params: Params, manifest: Path) -> GateData:
     with profiling.phase("data"):
         train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
         return GateData(spread_sample(test_ds, params.export.parity_images),
-                    spread_sample(train_ds, params.export.calib_images),
-                    DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
+                        spread_sample(train_ds, params.export.calib_images),
+                        DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
 
 
 def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> list[Artefact]:
@@ -69,24 +77,47 @@ def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> l
 
 
 def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
-                 model: StagedModel | None = None) -> dict:
+                 model: StagedModel | None = None, qat: QatJob | None = None) -> dict:
     """Make ``kinds`` from ``source`` (a cakd checkpoint, or an FP32 ONNX file given by hand) into ``out_dir``
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
-    ``model`` is the checkpoint's model when the caller has already loaded it."""
+    ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
+    quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason)."""
     with atomic_dir(out_dir) as tmp:
         if source.suffix == ".onnx":
             made = _from_onnx(source, tmp, kinds)
         else:
-            made = _from_checkpoint(source, model or load_model(source), tmp, kinds, cfg, data)
-        made["artefacts"].update(_int8_artefacts(tmp, [k for k in kinds if k in ("onnx-int8", "onnx-int8-trt")],
-                                                 cfg, data))
-        rejected = [f"{kind}: {entry['reason']}" for kind, entry in made["artefacts"].items()
-                    if entry["status"] == "rejected"]
-        if rejected and cfg.strict:
-            raise CakdError(f"{'; '.join(rejected)} (export.strict: nothing exported, the previous export kept)")
-        report = {"source": str(source), **made, "settings": settings_key(cfg, kinds)}
+            model = model or load_model(source)
+            made = _from_checkpoint(source, model, tmp, kinds, cfg, data)
+        entries = made["artefacts"]
+        with profiling.phase("int8-gate"):
+            fp32 = logits_on(tmp / FILES["onnx"], data.test_loader) if _gated_int8(kinds, data) else None
+        entries.update(_int8_artefacts(tmp, [k for k in kinds if k in POST_TRAINING_INT8], cfg, data, fp32))
+        if QAT in kinds:
+            entries[QAT] = _qat_artefact(tmp, entries, cfg, data, fp32, qat, (source, model))
+        uncovered = _uncovered_rejections(entries)
+        if uncovered and cfg.strict:
+            raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
+        report = {"source": str(source), **made, "settings": settings_key(cfg, kinds, qat)}
         write_json(tmp / REPORT, report)
     return report
+
+
+def _gated_int8(kinds: list[Artefact], data: GateData) -> bool:
+    """Whether any INT8 artefact is asked for and there is a dataset to gate it on."""
+    return any(kind in (*POST_TRAINING_INT8, QAT) for kind in kinds) and data.test_loader is not None
+
+
+def _uncovered_rejections(entries: dict[str, dict]) -> list[str]:
+    """Each rejected INT8 that leaves some runtime without an INT8 that passed (``export.strict`` fails on these):
+    a rejected post-training INT8 is covered when the quantisation-aware one, which the same runtimes
+    consume, passed."""
+    passed = {kind for kind, entry in entries.items() if entry["status"] == "ok"}
+    uncovered = []
+    for kind, entry in entries.items():
+        users = [rt for rt in RUNTIMES.values() if kind in rt.consumes.get("int8", ())]
+        if entry["status"] == "rejected" and not all(passed & set(rt.consumes["int8"]) for rt in users):
+            uncovered.append(f"{kind}: {entry['reason']}")
+    return uncovered
 
 
 def _from_checkpoint(checkpoint: Path, model: StagedModel, folder: Path, kinds: list[Artefact], cfg: ExportParams,
@@ -121,21 +152,24 @@ def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
     return {"checkpoint_sha256": None, "model": model, "artefacts": made}
 
 
-def settings_key(cfg: ExportParams, kinds: list[Artefact]) -> str:
+def settings_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
     """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
     the same key."""
-    return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds))
+    qat_key = qat.key() if qat is not None and QAT in kinds else None
+    return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds), qat_key)
 
 
-def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData) -> dict[str, dict]:
-    """The CPU and TensorRT INT8 forms from the FP32 ONNX, each through the same INT8 gate."""
+NO_DATA = "no dataset to calibrate and gate INT8 on (give --data)"
+
+
+def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
+                    fp32: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, dict]:
+    """The CPU and TensorRT INT8 forms from the FP32 ONNX, each through the same INT8 gate (``fp32``: the FP32
+    ONNX's test logits and the labels)."""
     if not kinds:
         return {}
-    if data.calib_images is None or data.test_loader is None:
-        return {kind: _entry(kind, folder, "skipped", reason="no dataset to calibrate and gate INT8 on (give --data)")
-                for kind in kinds}
-    with profiling.phase("int8-gate"):
-        fp32 = logits_on(folder / FILES["onnx"], data.test_loader)
+    if data.calib_images is None or fp32 is None:
+        return {kind: _entry(kind, folder, "skipped", reason=NO_DATA) for kind in kinds}
     entries = {}
     for kind in kinds:
         trt = kind == "onnx-int8-trt"
@@ -146,6 +180,46 @@ def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data
         status, reason = gate.pop("status"), gate.pop("reason")
         entries[kind] = _entry(kind, folder, status, reason=reason, gate=gate)
     return entries
+
+
+def _why_no_qat(entries: dict[str, dict], data: GateData, qat: QatJob | None, model: StagedModel | None
+                ) -> str | None:
+    """Why the quantisation-aware INT8 is not made here, or None (``auto`` without ModelOpt is a reason too)."""
+    if model is None:
+        return "an ONNX file was given, not a checkpoint: there is no PyTorch model to train"
+    if data.calib_images is None or data.test_loader is None:
+        return NO_DATA
+    if qat is None:
+        return "quantisation-aware training is a step of cakd export (qat.mode), not of this export"
+    if qat.mode == "off":
+        return "qat.mode: off"
+    if qat.mode == "auto" and not any(entries.get(kind, {}).get("status") == "rejected" for kind in POST_TRAINING_INT8):
+        return "post-training INT8 passed (qat.mode: auto)"
+    from cakd.export.qat import modelopt_missing
+
+    return modelopt_missing() if qat.mode == "auto" else None
+
+
+def _qat_artefact(folder: Path, entries: dict[str, dict], cfg: ExportParams, data: GateData,
+                  fp32: tuple[torch.Tensor, torch.Tensor] | None, qat: QatJob | None,
+                  source: tuple[Path, StagedModel | None]) -> dict:
+    """The quantisation-aware INT8 when ``qat.mode`` asks for it, through the same INT8 gate as post-training
+    INT8; a diverged fine-tune is rejected with its reason. Its training details go into the entry."""
+    checkpoint, model = source
+    why = _why_no_qat(entries, data, qat, model)
+    if why is not None:
+        return _entry(QAT, folder, "skipped", reason=why)
+    from cakd.export.qat import train_qat
+
+    path = folder / FILES[QAT]
+    result = train_qat(qat, model, checkpoint, data.calib_images, path, cfg.opset)
+    if result.reason is not None:
+        return _entry(QAT, folder, "rejected", reason=result.reason, qat=result.details)
+    logits, labels = fp32
+    gate = gate_int8_file(path, logits, labels, data.test_loader, max_drop=cfg.int8_max_drop,
+                          min_agreement=cfg.int8_min_agreement)
+    status, reason = gate.pop("status"), gate.pop("reason")
+    return _entry(QAT, folder, status, reason=reason, gate={**gate, "activations": "int8"}, qat=result.details)
 
 
 def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None, **details: dict) -> dict:

@@ -59,7 +59,9 @@ def onnx_artefact(path: Path) -> Artefact:
 def int8_activations(path: Path) -> str:
     """``uint8`` (asymmetric) or ``int8`` (symmetric): the zero-point type of the activations."""
     graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {t.name: t for t in graph.initializer}
+    inits = {t.name: t for t in graph.initializer}  # onnxruntime's files; torch's exporter writes Constant nodes
+    inits.update({node.output[0]: node.attribute[0].t for node in graph.node
+                  if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"})
     for node in graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in inits and len(node.input) > 2:
             return "uint8" if inits[node.input[2]].data_type == onnx.TensorProto.UINT8 else "int8"

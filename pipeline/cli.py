@@ -134,9 +134,17 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            = ExportFormat.onnx,
            precision: Annotated[list[str] | None, typer.Option(
                "--precision", help="fp32, fp16, int8; repeatable (default: deploy.precisions)")] = None,
-           strict: Annotated[bool, typer.Option("--strict", help="a rejected INT8 is an error, not a note "
-                                                "in export.json (export.strict)")] = False) -> None:
-    """Export a checkpoint: every artefact deploy.runtimes consume (ONNX, FP16, INT8, TensorRT's INT8), gated."""
+           strict: Annotated[bool, typer.Option("--strict", help="a runtime left without an INT8 that passed its "
+                                                "gate is an error, not a note in export.json (export.strict)")]
+           = False,
+           teacher: Annotated[Path | None, typer.Option(help="supervises quantisation-aware training with "
+                                                         "qat.supervisor: teacher (else the FP32 model itself)")]
+           = None,
+           qat_dir: Annotated[Path | None, typer.Option(help="quantisation-aware training's resumable state "
+                                                         "(default: artifacts/students/NAME/qat, or qat/ next to "
+                                                         "--checkpoint)")] = None) -> None:
+    """Export a checkpoint: every artefact deploy.runtimes consume (ONNX, FP16, INT8, TensorRT's INT8, and the
+    quantisation-aware INT8 when qat.mode asks for it), gated."""
     from cakd.pipeline.stages import export as stage
 
     overrides = list(set_ or []) + (["export.strict=true"] if strict else [])
@@ -144,8 +152,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
         overrides.append(f"deploy.precisions=[{','.join(precision)}]")
     cfg = _params(params, overrides)
     name = cfg.student(student).name
-    stage.run(cfg, checkpoint or layout.student_dir(name, "distill") / "model.pt", data,
-              out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions))
+    if checkpoint is None:
+        checkpoint = layout.student_dir(name, "distill") / "model.pt"
+        qat_dir = qat_dir or layout.student_dir(name, "qat")
+    stage.run(cfg, checkpoint, data, out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions),
+              teacher, qat_dir)
 
 
 @app.command("bench-latency")

@@ -22,11 +22,12 @@ SUMMARY = REPORTS / "summary.json"
 SHORTLIST_DIR = ARTIFACTS / "shortlist"  # the latency-vs-FLOPs plot; the exports are made and removed in here
 SHORTLIST_REPORT = REPORTS / "shortlist.json"
 
-StudentRun = Literal["baseline", "distill", "eval"]
+StudentRun = Literal["baseline", "distill", "eval", "qat"]
 
 
 def student_dir(name: str, run: StudentRun) -> Path:
-    """``artifacts/students/<name>/<run>``: the student's baseline, distilled model or evaluation."""
+    """``artifacts/students/<name>/<run>``: the student's baseline, distilled model, evaluation or the resumable
+    state of its quantisation-aware training."""
     return ARTIFACTS / "students" / name / run
 
 

@@ -213,6 +213,28 @@ class ExportParams(Section):
     trt: TRTParams = Field(default_factory=TRTParams)
 
 
+class QATParams(Section):
+    """Quantisation-aware training, a step of ``cakd export`` (``pip install 'cakd[qat]'``: NVIDIA ModelOpt): the
+    checkpoint, fake-quantised (symmetric int8 activations, per-channel int8 weights), is fine-tuned under its
+    supervisor and exported as a QDQ ONNX that goes through the same INT8 gate as post-training INT8."""
+
+    mode: Literal["auto", "always", "off"] = "auto"  # auto: only when a post-training INT8 form was rejected
+    # fp32: the checkpoint itself, unquantised (what the gate compares with); teacher: the one --teacher names
+    # (moves the student towards the teacher: on digits it cost 25-50 points of agreement with FP32)
+    supervisor: Literal["fp32", "teacher"] = "fp32"
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(1e-5, gt=0)  # low: Adam moves every weight by ~lr a step; at 1e-4 agreement with FP32 fell
+    temperature: float = Field(1.0, gt=0)  # of the KD term
+    kd_weight: float = Field(1.0, ge=0)  # KL to the supervisor's logits
+    ce_weight: float = Field(0.0, ge=0)  # CE on the labels (where FP32 is wrong, it pulls INT8 away from FP32)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, mode: object) -> object:
+        """YAML reads a bare ``off`` (``-S qat.mode=off``) as false."""
+        return "off" if mode is False else mode
+
+
 class DeployParams(Section):
     """Where the models will run: ``cakd export`` makes every artefact these runtimes consume in these
     precisions, and ``cakd bench-latency`` times them there."""
@@ -347,6 +369,7 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     distill: DistillParams = Field(default_factory=DistillParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    qat: QATParams = Field(default_factory=QATParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
     bench: BenchParams = Field(default_factory=BenchParams)
     machine: MachineParams = Field(default_factory=MachineParams)

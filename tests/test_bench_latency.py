@@ -124,7 +124,7 @@ def test_bench_writes_json_csv_pareto_and_picks(project: tuple[Params, Path, dic
     assert student_fp32.max_abs_diff < 1e-3 and student_fp32.status == "ok"
     assert by["student/model", "onnxruntime", "int8", "onnx-int8", 1].activations == "uint8"
     qat = [r for r in rows if r.artefact == "onnx-int8-qat" and r.runtime != "tensorrt"]  # never made: listed
-    assert qat and all(r.status == "unavailable" and "not exported" in r.reason for r in qat)
+    assert qat and all(r.status == "skipped" and "step of cakd export" in r.reason for r in qat)
     trt = [r for r in rows if r.runtime == "tensorrt"]
     assert trt and all(r.status == "unavailable" and r.reason == RUNTIMES["tensorrt"].unavailable() for r in trt)
     system = saved["system"]
@@ -222,8 +222,10 @@ def test_rejected_int8_export_succeeds_and_bench_lists_it_rejected(
 
     before = (tmp_path / "export" / "export.json").read_bytes()
     code, err = run_cakd_here([*export_args, "--strict"], tmp_path, capsys, monkeypatch)
-    assert code != 0 and err.count("\n") == 1
-    assert err.startswith("cakd: error: onnx-int8: INT8 accuracy gate failed on 50 test images") and "strict" in err
+    errors = [line for line in err.splitlines() if line.startswith("cakd: error:")]
+    assert code != 0 and len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err
+    assert errors[0].startswith("cakd: error: onnx-int8: INT8 accuracy gate failed on 50 test images")
+    assert "onnx-int8-qat: " in errors[0] and "strict" in errors[0]  # QAT (qat.mode: auto) could not cover it
     assert (tmp_path / "export" / "export.json").read_bytes() == before  # the previous export is kept whole
 
 

@@ -1,5 +1,9 @@
 """``cakd export``: every artefact the deployment runtimes consume, gated, in one folder with ``export.json``;
-with ``--format trt`` also the TensorRT engine (or, without a GPU, the trtexec command that builds it)."""
+with ``--format trt`` also the TensorRT engine (or, without a GPU, the trtexec command that builds it).
+
+Quantisation-aware training is a step of this command, not a stage of its own (``qat.mode``): it needs the
+post-training INT8 gate's verdict, and its file goes through the same gate into the same folder. Its
+resumable training state lives in ``qat_dir``, outside the export folder that is swapped in whole."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import artefacts_for, export_model, gate_data, settings_key
+from cakd.export.artefacts import QAT, artefacts_for, export_model, gate_data, settings_key
 from cakd.export.exported import FILES, REPORT
+from cakd.export.qat import QatJob, require_modelopt
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.export.runtimes.tensorrt_gpu import build_engine
 from cakd.pipeline import profiling
@@ -27,17 +32,27 @@ def trt_artefact(precision: Precision) -> Artefact:
 
 
 def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Literal["onnx", "trt"],
-        precisions: list[Precision]) -> dict:
-    """Export (or, for ``--format trt``, reuse an export of the same checkpoint and settings), then the engine."""
+        precisions: list[Precision], teacher: Path | None = None, qat_dir: Path | None = None) -> dict:
+    """Export (or, for ``--format trt``, reuse an export of the same checkpoint and settings), then the engine.
+    ``teacher`` supervises quantisation-aware training with ``qat.supervisor: teacher`` (else the FP32 model
+    itself); its training state goes to ``qat_dir`` (default: ``qat/`` next to the checkpoint)."""
     profiling.mark_ready()
     cfg = params.export
     kinds = artefacts_for(params.deploy.runtimes, precisions)
     if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:
         kinds = artefacts_for([*params.deploy.runtimes, "tensorrt"], [*precisions, cfg.trt.precision])
-    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds)) if fmt == "trt" else None
+    qat = QatJob(params, manifest, teacher, qat_dir or checkpoint.parent / "qat")
+    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds, qat)) if fmt == "trt" else None
     if report is None:
         model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
-        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model)
+        may_train = QAT in kinds and params.qat.mode != "off"
+        if may_train and qat.supervisor is not None:
+            load_model(qat.supervisor)  # so is the teacher: before any artefact is made
+        if may_train and params.qat.mode == "always":
+            require_modelopt()
+        if may_train or qat_dir is not None:
+            qat.qat_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when QAT is not needed
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
     print_export(report, out_dir)
     if fmt == "trt":
         report["tensorrt"] = _engine(report, out_dir, params)

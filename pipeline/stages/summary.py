@@ -24,19 +24,30 @@ INT8_KINDS = ("onnx-int8", "onnx-int8-qat")  # the INT8 forms a CPU deployment s
 
 
 def int8_outcome(artefacts: dict) -> str:
-    """Which INT8 file ships and why: its accuracy and agreement when a gate passed it, each reason if not."""
+    """Which INT8 file ships and why: each INT8 form's accuracy and agreement when its gate passed it, its
+    reason if not (rejected by the gate, or quantisation-aware training skipped and why)."""
     entries = {kind: artefacts[kind] for kind in INT8_KINDS if kind in artefacts}
     if not entries:
         return "INT8 not exported (deploy.precisions has no int8)"
     parts = []
     for kind, entry in entries.items():
-        gate = entry.get("gate") or {}
+        gate, how = entry.get("gate") or {}, _how_trained(entry.get("qat"))
         if entry["status"] == "ok":
-            parts.append(f"{kind} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, {gate['agreement']:.1f}% "
-                         f"agreement with FP32 on {gate['images']} images)")
+            parts.append(f"{kind}{how} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, "
+                         f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)")
         else:
-            parts.append(f"{kind} {entry['status']}: {entry['reason']}")
-    return "INT8: " + "; ".join(parts)
+            parts.append(f"{kind}{how} {entry['status']}: {entry['reason']}")
+    shipped = [kind for kind, entry in entries.items() if entry["status"] == "ok"]
+    head = f"INT8 ships {' and '.join(shipped)}" if shipped else "no INT8 ships"
+    return f"{head}; " + "; ".join(parts) if len(entries) > 1 else "INT8: " + parts[0]
+
+
+def _how_trained(qat: dict | None) -> str:
+    """`` (quantisation-aware, 2 epochs, nvidia-modelopt 0.47.0)`` for an INT8 that QAT made."""
+    if not qat:
+        return ""
+    epochs = qat.get("epochs")
+    return f" (quantisation-aware, {epochs} epoch{'s' if epochs != 1 else ''}, {qat['library']} {qat['version']})"
 
 
 def latency_of(rows: list[BenchRow], label: str) -> dict[str, float]:

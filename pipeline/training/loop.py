@@ -40,6 +40,10 @@ from cakd.pipeline.training.placement import Placement, gather_strings, seed_eve
 from cakd.pipeline.ui import console
 
 
+class TrainingDiverged(CakdError):
+    """The loss became NaN/inf: for a stage, one line; for a quantisation-aware fine-tune, a rejected artefact."""
+
+
 @dataclass
 class FitResult:
     accuracy: dict[str, float]  # final test top-1 (%) of each head: the role ("teacher", "student"), "assistant"
@@ -368,5 +372,5 @@ def _stop_if_not_finite(loss: torch.Tensor, run: Run, epoch: int, step: int) -> 
     if bad.item():
         kept = (f"last good checkpoint kept: {run.ckpt_path}" if run.ckpt_path.exists()
                 else "no checkpoint was written yet")
-        raise CakdError(f"{run.label}: loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
+        raise TrainingDiverged(f"{run.label}: loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
                         f"(lower the learning rate or enable grad_clip); {kept}")
