@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from cakd.export.exported import FILES, REPORT
@@ -32,9 +33,10 @@ from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
+from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, temp_beside, write_json
 from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.params import ExportParams, Params, fingerprint
+from cakd.pipeline.models.base import SpecSchema
+from cakd.pipeline.params import ExportParams, Params, fingerprint, validation_line
 
 if TYPE_CHECKING:
     from cakd.export.qat import QatJob
@@ -82,7 +84,7 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
     ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
     quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason)."""
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, temp_beside(out_dir):
         if source.suffix == ".onnx":
             made = _from_onnx(source, tmp, kinds)
         else:
@@ -236,7 +238,21 @@ def onnx_shape(path: Path) -> tuple[int, int, int]:
         dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     except Exception as err:  # onnx raises DecodeError, IndexError... for files that are not ONNX models
-        raise CakdError(f"{path} is not a readable ONNX model ({type(err).__name__}: {str(err)[:120]})") from None
+        reason = f"{type(err).__name__}: {bounded(str(err), 120)}"
+        raise CakdError(f"{path} is not a readable ONNX model ({reason})") from None
     if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
-        raise CakdError(f"{path} takes an input of shape {dims}, not a batch of square images (N, C, H, W)")
+        raise CakdError(f"{path} takes an input of shape {bounded(str(dims))}, not a batch of square images "
+                        "(N, C, H, W)")
+    check_input_shape(dims[1], dims[3], classes or None, str(path))
     return dims[1], dims[3], classes
+
+
+def check_input_shape(in_chans: object, img_size: object, num_classes: object, where: str) -> None:
+    """The sizes a model read from a file is fed and timed at, within the bounds params.yaml's schema sets
+    (``SpecSchema``): an ONNX input of 60000x60000 px would allocate 43 GB for one random batch.
+    ``num_classes`` None: not known (a dynamic output dimension)."""
+    spec = {"name": "-", "in_chans": in_chans, "img_size": img_size, "num_classes": num_classes or 1}
+    try:
+        SpecSchema.model_validate(spec)
+    except ValidationError as err:
+        raise CakdError(f"{where}: {validation_line(err)}") from None
