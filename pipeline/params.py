@@ -473,7 +473,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         params = Params.model_validate(tree, context=known)
     except ValidationError as err:
         culprit = _override_at(overrides or [], err.errors()[0]["loc"])
-        where = f"override -S {culprit}" if culprit else f"params in {path}"
+        where = f"override -S {bounded(culprit)}" if culprit else f"params in {path}"
         raise CakdError(f"invalid {where}: {validation_line(err)}") from None
     return params
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def read_image(path: Path) -> tuple[Image.Image, bytes]:
     except OSError as err:  # unreadable (permissions, I/O error): the file's problem, skippable like corruption
         raise CakdError(f"corrupt or unreadable image {path} ({err.strerror or type(err).__name__})") from None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # PIL's bomb warning: the check below says it, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise CakdError(f"corrupt or unreadable image {path}: {width}x{height} pixels, more than the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -371,13 +372,18 @@ def open_live(run: Run, resume: bool, **params: float) -> Live | None:
     """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
     if not run.placement.is_main:
         return None
+    folder = run.out_dir / "live"
     try:
-        live = RunLive(dir=str(run.out_dir / "live"), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        live = RunLive(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        world = run.placement.world_size
+        live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
+                         **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
     except SCMError as err:
         raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
-    world = run.placement.world_size
-    live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
-                     **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
+    except OSError:  # e.g. a full disk: dvclive writes in place, so what it began of a new log goes
+        if not resume:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return live
 
 
