@@ -256,7 +256,7 @@ def os_error_line(err: OSError) -> str:
     name = errno.errorcode.get(err.errno or 0)
     reason = f"{err.strerror or type(err).__name__}" + (f" ({name})" if name else "")
     paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
-    return f"{reason}: {paths}" if paths else f"{reason}: {err}"
+    return f"{reason}: {paths}" if paths else reason
 
 
 def _printable(ch: str) -> str:

@@ -44,6 +44,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp_path.exists():  # mkstemp makes 0600 files: give the artefact the usual umask permissions
             tmp_path.chmod(_umask_mode(0o666))
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename is None:  # a failed write names no file: name the output it was for
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -150,7 +154,7 @@ def temp_beside(path: str | Path) -> Iterator[Path]:
     """Point Python's temporary folder (``tempfile``: onnxruntime's quantisation and calibration models, ...)
     at a new folder next to the output ``path`` for the block: a kill leaves those files there, under a name
     ``clean_stale(path)`` removes on the next run, instead of in the system's temporary folder."""
-    path = Path(path)
+    path = Path(path).absolute()  # libraries may change directory while they work
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(path)}work.", dir=path.parent))
     previous = tempfile.tempdir
