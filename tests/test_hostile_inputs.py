@@ -470,11 +470,11 @@ def test_a_killed_re_export_keeps_the_previous_export_and_its_temp_files_go_on_t
     assert snapshot(out) == before  # the previous export, as it was
     assert list(tmp_path.glob(f"{TEMP_MARK}export.*")), "the kill should have left its temporary folder"
     assert system_temp_files(tmp_path / "home" / "tmp") == []
-    code, err = run_cakd_here(["export", "--checkpoint", str(project / TEACHER), "--out", str(out)], project,
-                              capsys, monkeypatch)
+    code, err = run_cakd_here(["export", "--checkpoint", str(project / TEACHER), "--out", str(out), "--precision",
+                               "fp32"], project, capsys, monkeypatch)  # the next run (FP32 only: quicker)
     assert code == 0, err
     assert not list(tmp_path.glob(f"{TEMP_MARK}*")) and not list(out.rglob(f"{TEMP_MARK}*"))
-    assert snapshot(out).keys() == before.keys()
+    assert set(snapshot(out)) == {"export.json", "model.onnx", "model.pt"}
 
 
 @pytest.mark.slow
