@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import onnx
 import torch
-from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from cakd.export.exported import FILES, REPORT
@@ -35,8 +34,7 @@ from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, temp_beside, write_json
 from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.models.base import SpecSchema
-from cakd.pipeline.params import ExportParams, Params, fingerprint, validation_line
+from cakd.pipeline.params import ExportParams, Params, check_model_shape, fingerprint
 
 if TYPE_CHECKING:
     from cakd.export.qat import QatJob
@@ -243,16 +241,6 @@ def onnx_shape(path: Path) -> tuple[int, int, int]:
     if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
         raise CakdError(f"{path} takes an input of shape {bounded(str(dims))}, not a batch of square images "
                         "(N, C, H, W)")
-    check_input_shape(dims[1], dims[3], classes or None, str(path))
+    check_model_shape(dims[1], dims[3], classes or None, str(path))
     return dims[1], dims[3], classes
 
-
-def check_input_shape(in_chans: object, img_size: object, num_classes: object, where: str) -> None:
-    """The sizes a model read from a file is fed and timed at, within the bounds params.yaml's schema sets
-    (``SpecSchema``): an ONNX input of 60000x60000 px would allocate 43 GB for one random batch.
-    ``num_classes`` None: not known (a dynamic output dimension)."""
-    spec = {"name": "-", "in_chans": in_chans, "img_size": img_size, "num_classes": num_classes or 1}
-    try:
-        SpecSchema.model_validate(spec)
-    except ValidationError as err:
-        raise CakdError(f"{where}: {validation_line(err)}") from None

@@ -84,6 +84,38 @@ def own_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class ModelShape(BaseModel):
+    """The sizes a model read back from a file is built, fed and timed at (an export.json, an ONNX input)."""
+
+    model_config = ConfigDict(extra="ignore")
+    num_classes: NumClasses
+    img_size: ImgSize
+    in_chans: InChans = 3
+
+
+class SpecSchema(ModelShape):
+    """A saved ``ModelSpec`` (a checkpoint's ``spec``): the shape bounds, a name and the timm kwargs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return own_kwargs(kwargs)
+
+
+def check_model_shape(in_chans: object, img_size: object, num_classes: object, where: str) -> None:
+    """One line when sizes read from a file leave params.yaml's bounds: an ONNX input of 60000x60000 px would
+    allocate 43 GB for one random batch. ``num_classes`` None: not known (a dynamic output dimension)."""
+    try:
+        classes = 1 if num_classes is None else num_classes
+        ModelShape.model_validate({"in_chans": in_chans, "img_size": img_size, "num_classes": classes})
+    except ValidationError as err:
+        raise CakdError(f"{where}: {validation_line(err)}") from None
+
+
 class ModelParams(Section):
     model: str
     pretrained: bool = False  # timm hub weights (the local Hugging Face cache when offline)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from torch import nn
 
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import ImgSize, InChans, NumClasses, own_kwargs, validation_line
+from cakd.pipeline.params import SpecSchema, validation_line
 
 Family = Literal["cnn", "attention", "mlp"]
 # How a stage's output tensor is laid out:
@@ -49,21 +49,6 @@ class ModelSpec:
             raise CakdError(f"its model spec is invalid: {validation_line(err)}") from None
         return cls(checked.name, checked.num_classes, checked.img_size, checked.in_chans, dict(checked.kwargs))
 
-
-class SpecSchema(BaseModel):
-    """The bounds of a saved ``ModelSpec``: data.img_size's, a class count and 1-4 input channels."""
-
-    model_config = ConfigDict(extra="forbid", strict=False)
-    name: str = Field(max_length=200)
-    num_classes: NumClasses
-    img_size: ImgSize
-    in_chans: InChans = 3
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("kwargs")
-    @classmethod
-    def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return own_kwargs(kwargs)
 
 
 @dataclass(frozen=True)
