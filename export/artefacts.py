@@ -32,7 +32,7 @@ from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, temp_beside, write_json
+from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, write_json
 from cakd.pipeline.models import StagedModel, load_model
 from cakd.pipeline.params import ExportParams, Params, check_model_shape, fingerprint
 
@@ -82,7 +82,7 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
     ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
     quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason)."""
-    with atomic_dir(out_dir) as tmp, temp_beside(out_dir):
+    with atomic_dir(out_dir) as tmp:
         if source.suffix == ".onnx":
             made = _from_onnx(source, tmp, kinds)
         else:

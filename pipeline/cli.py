@@ -17,7 +17,7 @@ import typer
 
 from cakd.pipeline import layout, profiling
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import check_out_dir
+from cakd.pipeline.fileio import bounded, check_out_dir
 from cakd.pipeline.params import KnownNames, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -215,7 +215,9 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
     from cakd.pipeline.stages import shortlist as stage
 
     known = known_names()
-    stage.run(load_params(params, set_ or [], known), data, out, metrics, params, apply=apply, from_report=from_,
+    cfg = load_params(params, set_ or [], known)
+    _outputs(out, metrics)
+    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_,
               known=known)
 
 
@@ -254,7 +256,7 @@ def main() -> None:
 def os_error_line(err: OSError) -> str:
     """``No space left on device (ENOSPC): artifacts/x.json``: what failed, its errno name and the path."""
     name = errno.errorcode.get(err.errno or 0)
-    reason = f"{err.strerror or type(err).__name__}" + (f" ({name})" if name else "")
+    reason = (err.strerror or bounded(str(err)) or type(err).__name__) + (f" ({name})" if name else "")
     paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
     return f"{reason}: {paths}" if paths else reason
 

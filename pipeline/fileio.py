@@ -150,15 +150,18 @@ def check_out_dir(path: str | Path, what: str = "--out") -> None:
 
 
 @contextmanager
-def temp_beside(path: str | Path) -> Iterator[Path]:
-    """Point Python's temporary folder (``tempfile``: onnxruntime's quantisation and calibration models, ...)
-    at a new folder next to the output ``path`` for the block: a kill leaves those files there, under a name
-    ``clean_stale(path)`` removes on the next run, instead of in the system's temporary folder."""
+def temp_beside(path: str | Path, python_temp: bool = False) -> Iterator[Path]:
+    """A new folder next to the output ``path`` for the block, under a name ``clean_stale(path)`` removes on the
+    next run if a kill leaves it. With ``python_temp``, Python's temporary folder (``tempfile``) points there
+    too: onnxruntime's quantisation writes its models through it, and a kill left them in the system's folder.
+    Only for blocks that start no process pool: multiprocessing puts its sockets under that folder, and a deep
+    one exceeds the 108-byte limit of a socket path."""
     path = Path(path).absolute()  # libraries may change directory while they work
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(path)}work.", dir=path.parent))
     previous = tempfile.tempdir
-    tempfile.tempdir = str(work)
+    if python_temp:
+        tempfile.tempdir = str(work)
     try:
         yield work
     finally:
