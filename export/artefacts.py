@@ -32,9 +32,9 @@ from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
+from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, write_json
 from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.params import ExportParams, Params, fingerprint
+from cakd.pipeline.params import ExportParams, Params, check_model_shape, fingerprint
 
 if TYPE_CHECKING:
     from cakd.export.qat import QatJob
@@ -236,7 +236,11 @@ def onnx_shape(path: Path) -> tuple[int, int, int]:
         dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     except Exception as err:  # onnx raises DecodeError, IndexError... for files that are not ONNX models
-        raise CakdError(f"{path} is not a readable ONNX model ({type(err).__name__}: {str(err)[:120]})") from None
+        reason = f"{type(err).__name__}: {bounded(str(err), 120)}"
+        raise CakdError(f"{path} is not a readable ONNX model ({reason})") from None
     if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
-        raise CakdError(f"{path} takes an input of shape {dims}, not a batch of square images (N, C, H, W)")
+        raise CakdError(f"{path} takes an input of shape {bounded(str(dims))}, not a batch of square images "
+                        "(N, C, H, W)")
+    check_model_shape(dims[1], dims[3], classes or None, str(path))
     return dims[1], dims[3], classes
+

@@ -11,6 +11,7 @@ from typing import Literal
 
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import read_json
+from cakd.pipeline.params import check_model_shape
 
 Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat"]
 REPORT = "export.json"
@@ -48,7 +49,7 @@ def read_export(folder: Path) -> Exported:
     try:
         entries = report["artefacts"]
         model = report["model"]
-        int(model["img_size"]), int(model["num_classes"])
+        check_model_shape(model.get("in_chans", 3), model["img_size"], model["num_classes"], str(path))
         files = {kind: folder / entry["file"] for kind, entry in entries.items() if entry["status"] == "ok"}
         missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items()
                    if entry["status"] != "ok"}

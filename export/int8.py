@@ -24,6 +24,7 @@ from cakd.export.runtimes.ort_cpu import options as ort_options
 from cakd.export.runtimes.ort_cpu import ort_runner
 from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import temp_beside
 
 Activations = Literal["int8", "uint8"]
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -62,16 +63,16 @@ def _quiet_root_logger() -> Iterator[None]:
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch.Tensor, *,
                   activations: Activations = "int8", quantize_bias: bool = True, reduce_range: bool = True) -> Path:
     """Write the QDQ model to ``out_path``; ``quant_pre_process`` first runs shape inference and folds the
-    graph so quantisation sees the ops that will actually execute. Its intermediate file goes next to
-    ``out_path`` (inside the export's temporary folder, never the system's temp folder).
+    graph so quantisation sees the ops that will actually execute. Its intermediate file, and onnxruntime's own
+    temporary models, go next to ``out_path`` (inside the export's temporary folder, never the system's).
     ``quantize_bias=False`` keeps biases float: TensorRT's operator table has no INT32 DequantizeLinear.
     ``reduce_range`` quantises weights to 7 bits (see ``ExportParams.int8_reduce_range``)."""
     if len(calib_images) == 0:
         raise CakdError("INT8 calibration needs at least one image")
     out_path = Path(out_path)
     prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
-    try:
-        with _quiet_root_logger():
+    try:  # onnxruntime's own temporary models (pre.quant.*, ort.quant.*) go next to the output too
+        with _quiet_root_logger(), temp_beside(out_path, python_temp=True):
             try:
                 quant_pre_process(str(fp32_onnx), str(prepared))
             except Exception:  # its symbolic shape inference misses some op patterns; ONNX's own suffices then

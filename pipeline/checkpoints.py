@@ -21,7 +21,21 @@ ZIP_MAGIC, PICKLE_MAGIC = b"PK", b"\x80"
 def save_checkpoint(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temp file + rename, so readers see the old file or the new one."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a failed write (ENOSPC, EIO) as RuntimeError
+            raise CakdError(f"cannot write {path}: {write_failure(err, Path(path).parent)}") from None
+
+
+def write_failure(err: Exception, folder: Path) -> str:
+    """Why a library's write failed, in words: its own message is often an internal assertion
+    ("unexpected pos 576 vs 534"), so the free space of the target is said too."""
+    import shutil
+
+    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    free = shutil.disk_usage(folder).free
+    hint = "the disk is full" if free < (1 << 20) else f"{free:,} bytes free"
+    return f"{hint} ({type(err).__name__}: {first[:200]})"
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:

@@ -6,6 +6,7 @@ spelling as ``dvc exp run -S``). Bad input ends with one line on stderr and exit
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from enum import Enum
@@ -16,6 +17,7 @@ import typer
 
 from cakd.pipeline import layout, profiling
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import bounded, check_out_dir
 from cakd.pipeline.params import KnownNames, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -60,13 +62,24 @@ def _params(path: Path, overrides: list[str] | None) -> Params:
     return load_params(path, overrides or [], known_names())
 
 
+def _outputs(folder: Path, file: Path | None) -> None:
+    """An output folder and a file path that must both be writable as such: one line now, not after the work."""
+    check_out_dir(folder)
+    if file is not None:
+        check_out_dir(file.parent, "folder")
+        if file.is_dir():
+            raise CakdError(f"{file} is a folder; give a file path")
+
+
 @app.command()
 def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             out: Path = Path("artifacts/data")) -> None:
     """Scan and validate the dataset; write the manifest later stages read."""
     from cakd.pipeline.stages import prepare as stage
 
-    stage.run(_params(params, set_), out)
+    cfg = _params(params, set_)
+    check_out_dir(out)
+    stage.run(cfg, out)
 
 
 @app.command("train-teacher")
@@ -76,7 +89,9 @@ def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = 
     """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
     from cakd.pipeline.stages import train as stage
 
-    stage.run("teacher", _params(params, set_), data, out, resume=resume, metrics_path=metrics or out / "metrics.json")
+    cfg = _params(params, set_)
+    _outputs(out, metrics)
+    stage.run("teacher", cfg, data, out, resume=resume, metrics_path=metrics or out / "metrics.json")
 
 
 @app.command()
@@ -93,6 +108,7 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
     cfg = _params(params, overrides)
     chosen = cfg.student(student)
     out = out or layout.student_dir(chosen.name, "baseline" if method == "ce" else "distill")
+    _outputs(out, metrics)
     stage.run("student", cfg, data, out, teacher, resume=resume, metrics_path=metrics or out / "metrics.json",
               student=chosen)
 
@@ -114,6 +130,7 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
     cfg = _params(params, set_)
     chosen = cfg.student(student)
     out = out or layout.student_dir(chosen.name, "eval")
+    _outputs(out, metrics)
     stage.run(cfg, chosen, data, teacher, baseline or layout.student_dir(chosen.name, "baseline") / "model.pt",
               distilled or layout.student_dir(chosen.name, "distill") / "model.pt", extras, out,
               metrics or out / "metrics.json")
@@ -155,6 +172,7 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     if checkpoint is None:
         checkpoint = layout.student_dir(name, "distill") / "model.pt"
         qat_dir = qat_dir or layout.student_dir(name, "qat")
+    check_out_dir(out or layout.export_dir(name))
     stage.run(cfg, checkpoint, data, out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions),
               teacher, qat_dir)
 
@@ -178,6 +196,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
     cfg = _params(params, overrides)
     pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
+    check_out_dir(out)
     stage.run(cfg, models or pipeline_exports, out, data)
 
 
@@ -196,7 +215,9 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
     from cakd.pipeline.stages import shortlist as stage
 
     known = known_names()
-    stage.run(load_params(params, set_ or [], known), data, out, metrics, params, apply=apply, from_report=from_,
+    cfg = load_params(params, set_ or [], known)
+    _outputs(out, metrics)
+    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_,
               known=known)
 
 
@@ -211,6 +232,7 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
 
     # it only restates reports: params' names need no check here, and checking them imports every owner (~4 s)
     students = {name: student.model for name, student in load_params(params, set_ or []).students.items()}
+    _outputs(out.parent, out)
     stage.run(students, reports, exports, bench, out)
 
 
@@ -219,12 +241,45 @@ def main() -> None:
         app()
     except CakdError as err:
         # Raised inside a DataLoader worker, the message carries the worker's traceback: keep the last line.
-        message = str(err).rsplit("CakdError: ", 1)[-1].strip()
-        print(f"cakd: error: {message}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        _fail(str(err).rsplit("CakdError: ", 1)[-1].strip(), err.exit_code)
     except KeyboardInterrupt:
         print("cakd: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # a full disk, a read-only or unreadable folder, a file where a folder should be
+        _fail(os_error_line(err), 2)
+    except RecursionError:
+        _fail("the input is nested too deeply to process (RecursionError)", 2)
+    except MemoryError:
+        _fail("out of memory: an input asks for more memory than this machine gives (MemoryError)", 2)
+
+
+def os_error_line(err: OSError) -> str:
+    """``No space left on device (ENOSPC): artifacts/x.json``: what failed, its errno name and the path."""
+    name = errno.errorcode.get(err.errno or 0)
+    reason = (err.strerror or bounded(str(err)) or type(err).__name__) + (f" ({name})" if name else "")
+    paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    return f"{reason}: {paths}" if paths else reason
+
+
+def _printable(ch: str) -> str:
+    if ch.isprintable():
+        return ch
+    if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte of a non-UTF-8 file name (Python's surrogateescape)
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    return ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+MAX_MESSAGE = 2000  # characters of an error line; a longer message is cut (it quotes something hostile)
+
+
+def _fail(message: str, code: int) -> None:
+    """Print ``cakd: error: ...`` as one printable line of bounded length and exit with ``code``: control
+    characters (a newline in a file name) are escaped, undecodable bytes of a file name shown as ``\\xNN``."""
+    line = "".join(map(_printable, message))
+    if len(line) > MAX_MESSAGE:
+        line = line[:MAX_MESSAGE] + f"... ({len(line):,} characters)"
+    print(f"cakd: error: {line}", file=sys.stderr)
+    sys.exit(code)
 
 
 def run() -> None:

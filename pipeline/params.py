@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -22,6 +22,15 @@ from pydantic import (
 )
 
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import bounded, read_regular
+from cakd.pipeline.safeyaml import load_yaml
+
+MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~10 KB; a larger file is a mistake (or a bomb)
+# Sizes a model is built and fed at: params.yaml's data.img_size, and every spec read back from a checkpoint,
+# export.json or ONNX file, share these bounds (one 60000 px spec in a 1.5 KB checkpoint allocated until killed).
+ImgSize = Annotated[int, Field(ge=8, le=1024)]
+NumClasses = Annotated[int, Field(ge=1, le=100_000)]
+InChans = Annotated[int, Field(ge=1, le=4)]
 
 # The names a params file may use for these keys belong to their owners (the model registry, the
 # distillation methods, the data sources). The CLI passes them in as pydantic's validation context,
@@ -34,7 +43,7 @@ def _known(value: str, info: ValidationInfo, kind: str, what: str) -> str:
     taken as given and fail where the owner looks the name up."""
     names = (info.context or {}).get(kind)
     if names is not None and value not in names:
-        raise ValueError(f"unknown {what} '{value}'; available: {', '.join(names)}")
+        raise ValueError(f"unknown {what} {bounded(repr(value))}; available: {', '.join(names)}")
     return value
 
 
@@ -45,7 +54,7 @@ class Section(BaseModel):
 class DataParams(Section):
     name: str = "digits"  # a source of pipeline.data (available_sources())
     root: str = "data"  # imagefolder: folder with train/ and val/ (or test/); torchvision sets: download dir
-    img_size: int = Field(12, ge=8, le=1024)
+    img_size: ImgSize = 12
     test_fraction: float = Field(0.25, gt=0, lt=1)  # digits only: fixed stratified split
     train_per_class: int = Field(0, ge=0)  # 0 = all; else a fixed, seeded per-class subset
     test_per_class: int = Field(0, ge=0)
@@ -62,12 +71,62 @@ class DataParams(Section):
         return _known(name, info, "datasets", "data source")
 
 
+# timm arguments cakd sets itself from the data and the spec: a kwargs value would silently build a model for
+# other images or classes than the data's (or, for img_size, bypass its bounds).
+OWNED_KWARGS = ("img_size", "num_classes", "in_chans", "pretrained")
+
+
+def own_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    taken = [key for key in OWNED_KWARGS if key in kwargs]
+    if taken:
+        raise ValueError(f"kwargs may not set {', '.join(taken)}: cakd sets it from data.img_size, the dataset's "
+                         f"classes and channels, and the weights source")
+    return kwargs
+
+
+class ModelShape(BaseModel):
+    """The sizes a model read back from a file is built, fed and timed at (an export.json, an ONNX input)."""
+
+    model_config = ConfigDict(extra="ignore")
+    num_classes: NumClasses
+    img_size: ImgSize
+    in_chans: InChans = 3
+
+
+class SpecSchema(ModelShape):
+    """A saved ``ModelSpec`` (a checkpoint's ``spec``): the shape bounds, a name and the timm kwargs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return own_kwargs(kwargs)
+
+
+def check_model_shape(in_chans: object, img_size: object, num_classes: object, where: str) -> None:
+    """One line when sizes read from a file leave params.yaml's bounds: an ONNX input of 60000x60000 px would
+    allocate 43 GB for one random batch. ``num_classes`` None: not known (a dynamic output dimension)."""
+    try:
+        classes = 1 if num_classes is None else num_classes
+        ModelShape.model_validate({"in_chans": in_chans, "img_size": img_size, "num_classes": classes})
+    except ValidationError as err:
+        raise CakdError(f"{where}: {validation_line(err)}") from None
+
+
 class ModelParams(Section):
     model: str
     pretrained: bool = False  # timm hub weights (the local Hugging Face cache when offline)
     weights: str | None = None  # a local timm / Hugging Face weights file or folder (safetensors, pth, bin)
     checkpoint: str | None = None  # a cakd checkpoint of this very model to start from
     kwargs: dict[str, Any] = Field(default_factory=dict)  # extra timm kwargs, e.g. {drop_path_rate: 0.1}
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return own_kwargs(kwargs)
 
     @field_validator("model")
     @classmethod
@@ -288,7 +347,7 @@ def check_student_names(names: Iterable[str], what: str = "student") -> None:
     """Student names name folders and DVC stages (``baseline@NAME``): letters, digits, '-', '_', not 'teacher'."""
     for name in names:
         if not STUDENT_NAME.fullmatch(name) or name in RESERVED_LABELS:
-            raise ValueError(f"{what} name '{name}' must be letters, digits, '-' or '_' and not "
+            raise ValueError(f"{what} name {bounded(repr(name))} must be letters, digits, '-' or '_' and not "
                              f"{'/'.join(sorted(RESERVED_LABELS))} (it names folders)")
 
 
@@ -388,7 +447,7 @@ class Params(Section):
         if name is None:
             name = next(iter(self.students))
         if name not in self.students:
-            raise CakdError(f"unknown student '{name}'; params.yaml names: {', '.join(self.students)}")
+            raise CakdError(f"unknown student {bounded(repr(name))}; params.yaml names: {', '.join(self.students)}")
         return Student(name, self.students[name])
 
 
@@ -400,46 +459,44 @@ class Student(NamedTuple):
 def apply_override(tree: dict, assignment: str) -> None:
     """Apply one ``key.path=value`` (as in ``dvc exp run -S``); the value is parsed as YAML."""
     if "=" not in assignment:
-        raise CakdError(f"override '{assignment}' must look like key.path=value")
+        raise CakdError(f"override '{bounded(assignment)}' must look like key.path=value")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise CakdError(f"override '{assignment}' has an empty key")
+        raise CakdError(f"override '{bounded(assignment)}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    except CakdError as err:
+        raise CakdError(f"override -S {bounded(assignment, 80)}: {err}") from None
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise CakdError(f"override '{assignment}': '{part}' is not a section")
+            raise CakdError(f"override '{bounded(assignment)}': '{bounded(part)}' is not a section")
         node = child
     node[parts[-1]] = value
 
 
-def _format_error(err: ValidationError) -> str:
+def validation_line(err: ValidationError) -> str:
+    """The first problem pydantic found, as one bounded line naming the key path."""
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    path = bounded(".".join(str(p) for p in first["loc"]) or "(top level)")
     kind = first["type"]
     if kind == "extra_forbidden":
         return f"unknown key '{path}'"
     if kind == "missing":
         return f"missing key '{path}'"
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"'{path}': {msg} (got {first.get('input')!r})"
+    msg = bounded(first["msg"].removeprefix("Value error, "), 400)
+    return f"'{path}': {msg} (got {bounded(repr(first.get('input')))})"
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None,
                 known: KnownNames | None = None) -> Params:
     """The validated params; ``known`` holds the names the owners accept (see ``KnownNames``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CakdError(f"params file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CakdError(f"params file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    tree = read_params_file(path)
     if not isinstance(tree, dict):
         raise CakdError(f"params file {path} must be a mapping of sections")
     for assignment in overrides or []:
@@ -448,9 +505,26 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         params = Params.model_validate(tree, context=known)
     except ValidationError as err:
         culprit = _override_at(overrides or [], err.errors()[0]["loc"])
-        where = f"override -S {culprit}" if culprit else f"params in {path}"
-        raise CakdError(f"invalid {where}: {_format_error(err)}") from None
+        where = f"override -S {bounded(culprit)}" if culprit else f"params in {path}"
+        raise CakdError(f"invalid {where}: {validation_line(err)}") from None
     return params
+
+
+def read_params_file(path: Path) -> Any:
+    """The YAML value of a params file: a regular UTF-8 file of at most ``MAX_PARAMS_BYTES``, read by the
+    bounded loader (no duplicate keys, no alias bombs, no deep nesting); anything else is one line."""
+    data = read_regular(path, MAX_PARAMS_BYTES, "params file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CakdError(f"params file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                        f"{err.start})") from None
+    try:
+        return load_yaml(text) or {}
+    except yaml.YAMLError as err:
+        raise CakdError(f"params file {path} is not valid YAML: {bounded(str(err).splitlines()[0])}") from None
+    except CakdError as err:
+        raise CakdError(f"params file {path}: {err}") from None
 
 
 def _override_at(overrides: list[str], loc: tuple) -> str | None:

@@ -16,6 +16,7 @@ import yaml
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import atomic_path
 from cakd.pipeline.params import KnownNames, Params, load_params
+from cakd.pipeline.safeyaml import load_yaml
 
 TOP_LEVEL = re.compile(r"^[^\s#]")  # a line that starts a new top-level key (or a document marker)
 STUDENTS = re.compile(r"^students\s*:(?P<rest>.*)$")
@@ -57,7 +58,7 @@ def replace_students(path: Path, students: dict[str, dict], notes: dict[str, str
     one line, and the file untouched, if the result would not be the same params with only the students changed
     or would not validate."""
     text = path.read_text()
-    before = yaml.safe_load(text)
+    before = load_yaml(text)  # the bounded loader params.yaml is read with
     lines = text.splitlines(keepends=True)
     start, end = _block_span(lines, path)
     rest = STUDENTS.match(lines[start].rstrip("\n")).group("rest")
@@ -65,7 +66,7 @@ def replace_students(path: Path, students: dict[str, dict], notes: dict[str, str
     header = f"students:{comment}\n"
     new_lines = lines[:start] + students_block(header, students, notes or {}) + lines[end:]
     new_text = "".join(new_lines)
-    after = yaml.safe_load(new_text)
+    after = load_yaml(new_text)
     expected = {**before, "students": {name: {"model": e["model"], "pretrained": e.get("pretrained", False),
                                               "weights": e.get("weights"), "checkpoint": e.get("checkpoint"),
                                               "kwargs": e.get("kwargs", {})} for name, e in students.items()}}

@@ -233,9 +233,11 @@ def test_a_teacher_that_cannot_be_timed_is_one_line(project: Path, capsys: pytes
 
 @pytest.mark.parametrize("candidate, message", [
     ({"model": "resnet_bogus"}, "unknown model 'resnet_bogus'"),
-    ({"model": "resnet18", "kwargs": {"bogus": 1}}, "candidate 'bad': model 'resnet18' does not accept"),
-    ({"model": "deit_tiny_patch16_224", "kwargs": {"depth": 6}}, "candidate 'bad' (deit_tiny_patch16_224 with "
-                                                                 "kwargs {'depth': 6}) cannot be built: ValueError"),
+    ({"model": "resnet18", "kwargs": {"bogus": 1}}, "candidate 'bad': model 'resnet18' cannot be built at 16 px "
+                                                     "with kwargs {'bogus': 1}: TypeError"),
+    ({"model": "deit_tiny_patch16_224", "kwargs": {"depth": 6}}, "candidate 'bad': model 'deit_tiny_patch16_224' "
+                                                                 "cannot be built at 16 px with kwargs {'depth': 6}: "
+                                                                 "ValueError"),
 ])
 def test_a_bad_candidate_is_one_line(project: Path, candidate: dict, message: str, capsys: pytest.CaptureFixture,
                                      monkeypatch: pytest.MonkeyPatch) -> None:

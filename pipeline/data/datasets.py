@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,22 +13,42 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import read_regular
+
+# An image costs at most this much to read and decode, whatever the file claims: a 140 KB PNG of 12000x12000
+# decodes to 432 MB (PIL only warns below 179 M pixels), a symlink to /dev/zero reads forever.
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 40_000_000  # 40 megapixels (e.g. 7300x5500): 120 MB as RGB
 
 
 def read_image(path: Path) -> tuple[Image.Image, bytes]:
     """Decode the whole file, not just its header, so a truncated image fails here with its name.
 
-    Returns the RGB image and the raw bytes (``prepare`` hashes them).
+    Only a regular file of at most ``MAX_IMAGE_BYTES`` is read, and only an image of at most
+    ``MAX_IMAGE_PIXELS`` (its header's size) is decoded. Returns the RGB image and the raw bytes
+    (``prepare`` hashes them).
     """
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
+        data = read_regular(path, MAX_IMAGE_BYTES, "corrupt or unreadable image")
+    except OSError as err:  # unreadable (permissions, I/O error): the file's problem, skippable like corruption
+        raise CakdError(f"corrupt or unreadable image {path} ({err.strerror or type(err).__name__})") from None
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning: the check below says it, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise CakdError(f"corrupt or unreadable image {path}: {width}x{height} pixels, more than the "
+                                f"{MAX_IMAGE_PIXELS:,} allowed")
             return img.convert("RGB"), data
     except UnidentifiedImageError:  # its own text would name the in-memory buffer, not the file
         raise CakdError(f"corrupt or unreadable image {path} (not an image format PIL recognises)") from None
+    except CakdError:
+        raise
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise CakdError(f"corrupt or unreadable image {path} ({reason})") from None
+        raise CakdError(f"corrupt or unreadable image {path} ({reason[:200]})") from None
 
 
 class TensorImageDataset(Dataset):

@@ -8,23 +8,27 @@ size and label range are checked instead, and each problem is named in one line.
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import read_regular
 
-# Compression by its magic bytes, whatever the file is called.
-DECOMPRESSORS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {
-    b"\x1f\x8b": ("gzip", gzip.decompress),
-    b"BZh": ("bzip2", bz2.decompress),
-    b"\xfd7zXZ\x00": ("xz", lzma.decompress),
+# Compression by its magic bytes, whatever the file is called; each makes a fresh streaming decompressor.
+DECOMPRESSORS: dict[bytes, tuple[str, Callable[[], Any]]] = {
+    b"\x1f\x8b": ("gzip", lambda: zlib.decompressobj(wbits=31)),
+    b"BZh": ("bzip2", bz2.BZ2Decompressor),
+    b"\xfd7zXZ\x00": ("xz", lzma.LZMADecompressor),
 }
+# Fashion-MNIST's largest file is 47 MB unpacked: a few MB of gzip that unpack to gigabytes are refused as
+# they unpack, not after.
+MAX_IDX_BYTES = 256 << 20
 SUFFIXES = ("", ".gz", ".bz2", ".xz")
 UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST-family sets use
 
@@ -35,14 +39,30 @@ def find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    for magic, (kind, decompress) in DECOMPRESSORS.items():
+    """The file's bytes, unpacked if compressed; at most ``MAX_IDX_BYTES`` either way (a regular file only)."""
+    data = read_regular(path, MAX_IDX_BYTES, "IDX file")
+    for magic, (kind, decompressor) in DECOMPRESSORS.items():
         if data.startswith(magic):
-            try:
-                return decompress(data)
-            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
-                raise CakdError(f"{path}: damaged {kind} data ({err})") from None
+            return _unpack(path, data, kind, decompressor)
     return data
+
+
+def _unpack(path: Path, data: bytes, kind: str, decompressor: Callable[[], Any]) -> bytes:
+    """Every concatenated member (``cat a.gz b.gz`` is one valid file), stopped as soon as the output would pass
+    ``MAX_IDX_BYTES``."""
+    out, rest = bytearray(), data
+    while rest:
+        unpacker = decompressor()
+        try:
+            out += unpacker.decompress(rest, MAX_IDX_BYTES + 1 - len(out))
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
+            raise CakdError(f"{path}: damaged {kind} data ({err})") from None
+        if len(out) > MAX_IDX_BYTES:
+            raise CakdError(f"{path} unpacks to more than {MAX_IDX_BYTES:,} bytes: not an MNIST-family file")
+        if not unpacker.eof:
+            raise CakdError(f"{path}: damaged {kind} data (it ends before the compressed stream does)")
+        rest = unpacker.unused_data
+    return bytes(out)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

@@ -7,12 +7,13 @@ corrupt one is reported (or skipped and counted) before training, never deep in 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
 from cakd.pipeline.data.datasets import read_image
 from cakd.pipeline.data.stats import ChannelStats
@@ -38,9 +39,41 @@ def split_dirs(root: Path) -> dict[str, Path]:
 
 def class_folders(directory: Path) -> list[str]:
     try:
-        return find_classes(directory)[0]
+        classes = find_classes(directory)[0]
     except FileNotFoundError:
         raise CakdError(f"no class folders in {directory} (expected {directory}/<class>/<image>)") from None
+    for name in classes:
+        utf8_name(directory / name, "class folder")
+    return classes
+
+
+def utf8_name(path: Path, what: str) -> str:
+    """``path`` as text; a name that is not UTF-8 would fail deep in hashing or JSON: one line naming it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CakdError(f"{what} {path} has a name that is not UTF-8 text: rename it") from None
+    return str(path)
+
+
+def image_files(directory: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """torchvision's ``make_dataset`` order (classes sorted, then folders, then files), following symlinked
+    folders but entering each real folder once: a symlink to a parent folder would make the walk endless."""
+    items = []
+    for name in sorted(class_to_idx):
+        seen: set[tuple[int, int]] = set()
+        walked = []
+        for root, dirs, files in os.walk(directory / name, followlinks=True):
+            info = os.stat(root)
+            if (info.st_dev, info.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            walked.append((root, files))
+        for root, files in sorted(walked):
+            items += [(utf8_name(Path(root) / f, "image file"), class_to_idx[name]) for f in sorted(files)
+                      if has_file_allowed_extension(f, IMG_EXTENSIONS)]
+    return items
 
 
 def scan(root: Path) -> tuple[list[str], dict[str, Path], dict[str, list[tuple[str, int]]]]:
@@ -58,7 +91,7 @@ def scan(root: Path) -> tuple[list[str], dict[str, Path], dict[str, list[tuple[s
             missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
             raise CakdError(f"{directory} and {dirs['train']} must have the same class folders "
                             f"(missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})")
-        items = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        items = image_files(directory, class_to_idx)
         counts = Counter(label for _, label in items)
         empty = [name for name in classes if counts[class_to_idx[name]] == 0]
         if empty:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256
+from cakd.pipeline.fileio import bounded, file_sha256
 from cakd.pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
 from cakd.pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
 from cakd.pipeline.models.registry import builder_for, family_of, registered_names
@@ -36,7 +36,17 @@ class ModelSource:
 
 
 def create_model(spec: ModelSpec, weights: WeightsLoad | None = None) -> StagedModel:
-    return builder_for(spec.name)(spec, weights)
+    """The spec's model; kwargs the architecture rejects (timm raises TypeError, ValueError, AssertionError,
+    RuntimeError for sizes it cannot allocate, ...) are one line naming the model and the kwargs."""
+    builder = builder_for(spec.name)
+    try:
+        return builder(spec, weights)
+    except CakdError:
+        raise
+    except Exception as err:  # MemoryError included
+        raise CakdError(f"model '{spec.name}' cannot be built at {spec.img_size} px with kwargs "
+                        f"{bounded(repr(spec.kwargs))}: {type(err).__name__}: "
+                        f"{bounded(' '.join(str(err).split()))}") from None
 
 
 def model_from_params(section: ModelParams, num_classes: int, img_size: int) -> tuple[StagedModel, ModelSource]:
@@ -69,7 +79,10 @@ def _state_dict_of(ckpt: object, path: Path) -> tuple[ModelSpec, dict]:
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, dict):
         raise CakdError(f"{path} holds no model weights")
-    return ModelSpec.from_dict(ckpt["spec"]), state
+    try:
+        return ModelSpec.from_dict(ckpt["spec"]), state
+    except CakdError as err:
+        raise CakdError(f"{path}: {err}") from None
 
 
 def load_model(path: str | Path) -> StagedModel:

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from pydantic import ValidationError
 from torch import nn
+
+from cakd.pipeline.errors import CakdError
+from cakd.pipeline.params import SpecSchema, validation_line
 
 Family = Literal["cnn", "attention", "mlp"]
 # How a stage's output tensor is laid out:
@@ -36,9 +40,15 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        return cls(d["name"], int(d["num_classes"]), int(d["img_size"]), int(d.get("in_chans", 3)),
-                   dict(d.get("kwargs", {})))
+    def from_dict(cls, d: object) -> ModelSpec:
+        """A spec read back from a file, checked by the same bounds as params.yaml (``SpecSchema``): a 1.5 KB
+        checkpoint saying ``img_size: 60000`` must not allocate until the machine gives up."""
+        try:
+            checked = SpecSchema.model_validate(d)
+        except ValidationError as err:
+            raise CakdError(f"its model spec is invalid: {validation_line(err)}") from None
+        return cls(checked.name, checked.num_classes, checked.img_size, checked.in_chans, dict(checked.kwargs))
+
 
 
 @dataclass(frozen=True)

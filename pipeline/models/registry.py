@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import timm
+import torch
 from torch import nn
 
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import bounded
 from cakd.pipeline.models.base import ModelSpec, StagedModel
 from cakd.pipeline.models.weights import WeightsLoad, load_into
 
@@ -47,15 +50,32 @@ def is_small_input(spec: ModelSpec) -> bool:
     return spec.img_size <= SMALL_INPUT_MAX
 
 
+# The largest listed model has 49 M parameters; kwargs that ask for more than this (``embed_dim: 100000``) are
+# refused before a single weight is allocated: the model is first built on PyTorch's "meta" device (shapes,
+# no memory) and counted.
+MAX_PARAMETERS = 300_000_000  # 1.2 GB of float32 weights
+
+
 def create_timm(spec: ModelSpec, weights: WeightsLoad | None, **recipe) -> nn.Module:
     """``timm.create_model`` with the spec's classes/channels (user kwargs win over the recipe's), then
     ``weights`` loaded into it by timm's rules."""
     kwargs = {**recipe, **spec.kwargs}
-    try:
-        net = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes,
-                                in_chans=spec.in_chans, **kwargs)
-    except TypeError as err:
-        raise CakdError(f"model '{spec.name}' does not accept these kwargs {kwargs}: {err}") from None
+    build = partial(timm.create_model, spec.name, pretrained=False, num_classes=spec.num_classes,
+                    in_chans=spec.in_chans, **kwargs)
+    _check_size(spec, build)
+    net = build()
     if weights is not None:
         load_into(net, weights)
     return net
+
+
+def _check_size(spec: ModelSpec, build: Callable[[], nn.Module]) -> None:
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except Exception:  # some kwargs only fail (or only work) on real tensors: the real build tells
+        return
+    count = sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
+    if count > MAX_PARAMETERS:
+        raise CakdError(f"model '{spec.name}' with kwargs {bounded(repr(spec.kwargs))} would have {count:,} "
+                        f"parameters, more than the {MAX_PARAMETERS:,} allowed")

@@ -20,12 +20,16 @@ import timm
 from torch import nn
 
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.fileio import bounded
 
 # What a Hugging Face model folder (or a timm hub repo) holds, in timm's order of preference.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 SHOWN_KEYS = 6  # a report names this many keys per list, then counts the rest
-BN_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: not a weight, never worth a mention
+BN_COUNTER = "num_batches_tracked"
+# Share of a model's parameter tensors a weights file must fill (names and shapes): a replaced head and stem
+# leave out a few percent, a file of another architecture fits almost none.
+MIN_MATCHED = 0.5  # BatchNorm's step counter: not a weight, never worth a mention
 
 
 @dataclass
@@ -104,23 +108,35 @@ def hub_weights_file(name: str) -> Path:
                     f"network, or point 'weights' at a local file")
 
 
+def _check_match(net: nn.Module, fits: dict, state: dict, file: Path) -> None:
+    """Weights must be the architecture's: at least ``MIN_MATCHED`` of its parameter tensors loaded with their
+    shapes. Sharing a tensor is not enough (a MobileNetV2 file shares only ``bn1.num_batches_tracked`` with a
+    ResNet and would pass as "loaded" with every weight new)."""
+    names = [name for name, _ in net.named_parameters()]
+    matched = sum(name in fits for name in names)
+    if matched < MIN_MATCHED * len(names):
+        raise CakdError(f"weights {file} fit only {matched} of the {len(names)} parameter tensors of "
+                        f"{type(net).__name__} ({100 * matched / max(len(names), 1):.0f}%; at least "
+                        f"{100 * MIN_MATCHED:.0f}% must load with matching names and shapes): is it the right "
+                        f"architecture? (its first keys: {bounded(', '.join(list(state)[:3]))})")
+
+
 def load_into(net: nn.Module, load: WeightsLoad) -> None:
     """Load the file into a timm model: what fits by name and shape, through timm's own filter."""
     try:
         state = timm.models.load_state_dict(str(load.file))
     except Exception as err:  # safetensors / torch raise many types for foreign or truncated files
-        raise CakdError(f"weights {load.file} cannot be read ({type(err).__name__}: {err})") from None
+        raise CakdError(f"weights {load.file} cannot be read ({type(err).__name__}: {bounded(str(err))})") from None
     converter = getattr(sys.modules[type(net).__module__], "checkpoint_filter_fn", None)
     if converter is not None:
         try:
             state = converter(state, net)
         except Exception as err:  # a foreign checkpoint can trip any of timm's per-family conversions
-            raise CakdError(f"weights {load.file} do not convert to {type(net).__name__}: {err}") from None
+            raise CakdError(f"weights {load.file} do not convert to {type(net).__name__}: "
+                            f"{bounded(str(err))}") from None
     own = dict(chain(net.named_parameters(), net.named_buffers()))
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not fits:
-        raise CakdError(f"weights {load.file} share no tensor with {type(net).__name__} "
-                        f"(first keys: {', '.join(list(state)[:3])}): is it the right architecture?")
+    _check_match(net, fits, state, load.file)
     net.load_state_dict(fits, strict=False)
     load.left_out = [k for k in state if k not in fits]
     load.loaded = {id(own[k]): k for k in fits}

@@ -8,7 +8,6 @@ ONNX file is timed as it is. Writes ``bench.json``, ``bench.csv`` and, when a da
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from cakd.export.artefacts import GateData, artefacts_for, export_model, gate_data, onnx_shape
@@ -21,7 +20,7 @@ from cakd.export.runtimes import RUNTIMES, Settings
 from cakd.export.sysinfo import load_average, load_warning, system_info
 from cakd.pipeline import profiling
 from cakd.pipeline.data import load_manifest
-from cakd.pipeline.fileio import TEMP_MARK, remove_outputs, write_json
+from cakd.pipeline.fileio import clean_stale, remove_outputs, temp_beside, write_json
 from cakd.pipeline.params import Params
 from cakd.pipeline.ui import console
 
@@ -71,8 +70,9 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
                          tuple(str(p) for p in item.given)) for item in resolved]
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
-    with tempfile.TemporaryDirectory(prefix=f"{TEMP_MARK}work.", dir=out_dir) as work, pinned_threads(bench.threads):
-        settings = Settings(bench.threads, Path(work), tuple(bench.batch_sizes), params.export.trt.workspace_mb,
+    clean_stale(out_dir / "work")  # what a killed bench left: compiled engines, runtimes' temporary files
+    with temp_beside(out_dir / "work") as work, pinned_threads(bench.threads):
+        settings = Settings(bench.threads, work, tuple(bench.batch_sizes), params.export.trt.workspace_mb,
                             bench.openvino_hint)
         rows = run_bench(models, settings, runtimes=list(deploy.runtimes), precisions=list(deploy.precisions),
                          timing=Timing(tuple(bench.batch_sizes), bench.warmup, bench.runs, bench.rounds),

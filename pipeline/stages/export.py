@@ -14,13 +14,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cakd.export.artefacts import QAT, artefacts_for, export_model, gate_data, settings_key
-from cakd.export.exported import FILES, REPORT
+from cakd.export.exported import FILES, REPORT, read_export
 from cakd.export.qat import QatJob, require_modelopt
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.export.runtimes.tensorrt_gpu import build_engine
 from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256, read_json, write_json
+from cakd.pipeline.fileio import file_sha256, write_json
 from cakd.pipeline.models import load_model
 from cakd.pipeline.params import Params
 from cakd.pipeline.ui import console
@@ -64,11 +64,13 @@ def _reusable(out_dir: Path, checkpoint: Path, key: str) -> dict | None:
     """An earlier export of the same checkpoint with the same settings, every file still there."""
     if not (out_dir / REPORT).is_file():
         return None
-    report = read_json(out_dir / REPORT, "export report")
+    try:
+        report = read_export(out_dir).report
+    except CakdError:  # a malformed or stale report: export anew (into a new folder, swapped in whole)
+        return None
     if report.get("settings") != key or report.get("checkpoint_sha256") != file_sha256(checkpoint):
         return None
-    files = [entry["file"] for entry in report.get("artefacts", {}).values() if entry.get("status") == "ok"]
-    return report if all((out_dir / name).is_file() for name in files) else None
+    return report
 
 
 def _engine(report: dict, out_dir: Path, params: Params) -> dict:

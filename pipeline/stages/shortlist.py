@@ -12,7 +12,6 @@ plot; prints the table. ``--apply K`` writes the top K into params.yaml's ``stud
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from cakd.export.runtimes import Settings
 from cakd.export.sysinfo import load_average, load_warning, system_info
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import TEMP_MARK, clean_stale, read_json, remove_outputs, write_json
+from cakd.pipeline.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
 from cakd.pipeline.models import ModelSpec
 from cakd.pipeline.params import KnownNames, Params, fingerprint
 from cakd.pipeline.params_file import replace_students
@@ -207,8 +206,8 @@ def measure_and_write(params: Params, manifest: Path, out_dir: Path, metrics: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir / "work")  # what a killed run left
     started, load_before = time.perf_counter(), load_average()
-    with tempfile.TemporaryDirectory(prefix=f"{TEMP_MARK}work.", dir=out_dir) as work:
-        items, timed = measure_candidates(params, manifest, Path(work))
+    with temp_beside(out_dir / "work") as work:  # pid-marked: the next run removes it if a kill leaves it
+        items, timed = measure_candidates(params, manifest, work)
     load_after = load_average()
     result = report(params, items, timed)
     warning = load_warning(load_before, load_after, params.bench.threads)

@@ -9,6 +9,8 @@ exactly the epochs an uninterrupted one would have run.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from dvclive import Live
+from dvclive import env as dvclive_env
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from scmrepo.exceptions import SCMError
 from timm.optim import create_optimizer_v2
@@ -350,17 +353,37 @@ def fit(
     return finish(run, state, live, run.epochs - start)
 
 
+class RunLive(Live):
+    """dvclive writing only its own folder when no DVC command runs this one (``DVC_ROOT`` unset).
+
+    There dvclive's DVC side has nothing to record into (no experiment, no ``dvc.yaml``: ``save_dvc_exp`` and
+    ``dvcyaml`` are off) yet opens the DVC repository, which writes DVC's site cache
+    (``/var/tmp/dvc/repo/<token>/``) and ``.dvc/tmp/``, and in a git repository without DVC even runs
+    ``dvc init``. Under ``dvc repro`` / ``dvc exp run`` dvclive keeps its own behaviour."""
+
+    def _init_dvc(self) -> None:
+        if os.getenv(dvclive_env.DVC_ROOT):
+            super()._init_dvc()
+        else:
+            self._dvc_file = "dvc.yaml"  # what dvclive's own setup sets; unused with dvcyaml=False
+
+
 def open_live(run: Run, resume: bool, **params: float) -> Live | None:
     """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
     if not run.placement.is_main:
         return None
+    folder = run.out_dir / "live"
     try:
-        live = Live(dir=str(run.out_dir / "live"), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        live = RunLive(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        world = run.placement.world_size
+        live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
+                         **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
     except SCMError as err:
         raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
-    world = run.placement.world_size
-    live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
-                     **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
+    except OSError:  # e.g. a full disk: dvclive writes in place, so what it began of a new log goes
+        if not resume:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return live
 
 
