@@ -34,7 +34,7 @@ def tiny_params(**sections: dict) -> dict:
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0},
         "distill": {"method": "kd", "epochs": None, "lr": None},
         "export": {"calib_images": 32, "parity_images": 32},
-        "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1},
+        "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1, "min_speedup": None},
         "machine": {"threads": 1},
     }
     params = shipped_params()

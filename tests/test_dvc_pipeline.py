@@ -100,6 +100,7 @@ def repo(pipeline_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
     return project, first
 
 
+@pytest.mark.slow
 def test_repro_runs_every_stage_per_student_then_nothing(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
     project, first = repo
     assert ran(first) == sorted(STAGES)
@@ -137,6 +138,7 @@ def test_only_params_yaml_names_the_students() -> None:
     assert not any(name in yaml.safe_dump(stages) for name in NAMES)
 
 
+@pytest.mark.slow
 def test_changing_one_student_reruns_only_its_stages(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
     project, _ = repo
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -166,6 +168,7 @@ def test_shortlist_apply_then_repro_trains_exactly_the_shortlisted_students(
     assert {row["model"] for row in bench["rows"]} == {"teacher", *top}
 
 
+@pytest.mark.slow
 def test_machine_settings_rerun_nothing(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
     project, _ = repo
     edit_params(project, machine={"threads": 2, "num_workers": 1})
@@ -202,6 +205,7 @@ def assert_compared(summary: dict | None) -> None:
         assert student["onnx_top1_agreement"] == 1 and student["latency_ms"]
 
 
+@pytest.mark.slow
 def test_experiments_show_their_metrics(repo: tuple[Path, subprocess.CompletedProcess]) -> None:
     """Two experiments side by side in `dvc exp show`, each with every student's metrics (they were `!` while
     the metrics lived under git-ignored outputs that no experiment commit holds)."""
@@ -214,6 +218,7 @@ def test_experiments_show_their_metrics(repo: tuple[Path, subprocess.CompletedPr
     assert found["exp-kd"]["students"]["deit"].get("assistant_top1") is None  # kd has no assistant: really re-run
 
 
+@pytest.mark.slow
 def test_a_failed_parity_gate_stops_the_pipeline_at_export(repo: tuple[Path, subprocess.CompletedProcess]
                                                            ) -> None:
     project, _ = repo
@@ -226,6 +231,7 @@ def test_a_failed_parity_gate_stops_the_pipeline_at_export(repo: tuple[Path, sub
                                 ).exists() for stage in stopped)
 
 
+@pytest.mark.slow
 def test_killed_distill_resumes_on_the_next_repro(tmp_path: Path) -> None:
     project = new_project(tmp_path)
     edit_params(project, train={"epochs": 4})
