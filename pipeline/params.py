@@ -153,6 +153,7 @@ class TrainParams(Section):
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float = Field(0.0, ge=0)
     amp: Literal["auto", "off"] = "auto"  # auto = bf16/fp16 autocast when CUDA is present
+    eval_every: int = Field(5, ge=1)  # test-set evaluation and best.pt every N epochs and after the last
 
 
 class KDParams(Section):
@@ -224,7 +225,7 @@ class FBTParams(Section):
 
 class DistillParams(Section):
     method: str = "fbt"  # a method of pipeline.distill (METHODS)
-    epochs: int | None = Field(20, ge=1)  # None = train.epochs
+    epochs: int | None = Field(25, ge=1)  # None = train.epochs
     lr: float | None = Field(None, gt=0)  # None = train.lr
     kd: KDParams = Field(default_factory=KDParams)
     dkd: DKDParams = Field(default_factory=DKDParams)

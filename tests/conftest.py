@@ -31,7 +31,7 @@ def tiny_params(**sections: dict) -> dict:
         "data": {"name": "digits", "img_size": 16, "train_per_class": 20, "test_per_class": 10},
         "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT},
         "students": {"student": {"model": "mobilenetv2_050"}},
-        "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "eval_every": 1},
         "distill": {"method": "kd", "epochs": None, "lr": None},
         "export": {"calib_images": 32, "parity_images": 32},
         "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1, "min_speedup": None},

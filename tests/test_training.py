@@ -37,6 +37,17 @@ def test_train_teacher_leaves_checkpoint_metrics_and_plots(project: Path) -> Non
     assert model.spec.name == "vit_tiny_patch16_224" and model.spec.num_classes == 10
 
 
+def test_eval_every_evaluates_on_its_epochs_and_after_the_last_without_changing_the_weights(project: Path) -> None:
+    write_params(project / "params.yaml", tiny_params(train={"epochs": 3, "eval_every": 2}))
+    run_cakd("train-teacher", "--out", "sparse", cwd=project, check=True)
+    write_params(project / "params.yaml", tiny_params(train={"epochs": 3, "eval_every": 1}))
+    run_cakd("train-teacher", "--out", "dense", cwd=project, check=True)
+    history = load_checkpoint(project / "sparse/checkpoint.pt")["history"]
+    assert [row["epoch"] for row in history if "test/acc_teacher" in row] == [2, 3]
+    assert _metrics(project / "sparse")["accuracy"] == _metrics(project / "dense")["accuracy"]
+    assert weights_digest(load_model(project / "sparse/model.pt")) == weights_digest(load_model(project / "dense/model.pt"))
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(project: Path) -> None:
     params = tiny_params(train={"epochs": 4})
     write_params(project / "params.yaml", params)

@@ -98,6 +98,10 @@ class Run:
     role: str  # "teacher" or "student": names the trained model's accuracy (acc_teacher, acc_student)
     label: str  # what the console calls the run ("teacher", a method name)
     epochs: int
+    eval_every: int = 1  # test-set evaluation (and best.pt) every this many epochs, and after the last
+
+    def evaluates_after(self, epoch: int) -> bool:
+        return epoch == self.epochs or epoch % self.eval_every == 0
 
     @property
     def ckpt_path(self) -> Path:
@@ -236,19 +240,22 @@ def evaluate_heads(distiller: Distiller, loader: DataLoader, device: torch.devic
 
 def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, float], live: Live | None,
                  opt: Optimisation | None) -> None:
-    """Evaluate, log the epoch to dvclive and the console, keep best.pt, and checkpoint (rank 0 only).
+    """Evaluate (every ``eval_every`` epochs and after the last), log the epoch to dvclive and the console,
+    keep best.pt, and checkpoint (rank 0 only).
 
     Without ``opt`` nothing was trained: the model as it is becomes epoch 0.
     """
-    with profiling.phase("evaluation"):
-        heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
-    record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
     state.epoch += opt is not None
+    heads: dict[str, float] = {}
+    if opt is None or run.evaluates_after(state.epoch):
+        with profiling.phase("evaluation"):
+            heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
+    record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
     state.history.append({"epoch": state.epoch, **record})
     for key, value in record.items():
         live.log_metric(key, value)
     live.next_step()
-    if heads[run.role] > state.best:
+    if heads and heads[run.role] > state.best:
         state.best, state.best_epoch = heads[run.role], state.epoch
         state.best_weights = {k: v.detach().clone() for k, v in run.distiller.student.state_dict().items()}
         _save_best(run, state)
@@ -260,7 +267,7 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
         "scheduler": opt.scheduler.state_dict() if opt is not None and opt.scheduler is not None else {},
         "scaler": opt.scaler.state_dict() if opt is not None and opt.scaler is not None else {},
     }, run.ckpt_path)
-    shown = "  ".join(f"{name} {acc:.2f}%" for name, acc in heads.items())
+    shown = "  ".join(f"{name} {acc:.2f}%" for name, acc in heads.items()) or "not evaluated"
     if opt is None:
         console.print(f"{run.label} used as is (no training): test {shown}")
         return
@@ -315,7 +322,7 @@ def fit(
     ``epochs=0`` trains nothing: the model is evaluated once and written as it is.
     """
     run = Run(distiller.to(placement.device), placement, out_dir, fingerprint, role, label,
-              recipe.epochs if epochs is None else epochs)
+              recipe.epochs if epochs is None else epochs, recipe.eval_every)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaders = build_loaders(train_ds, test_ds, recipe.batch_size, placement, seed, num_workers)
     if run.epochs == 0:
