@@ -36,6 +36,7 @@ from cakd.export.int8 import quantize_int8
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.rows import BenchRow
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from cakd.pipeline import profiling
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, StagedModel, create_model, family_of
 from cakd.pipeline.params import ExportParams
@@ -180,13 +181,15 @@ def profile(items: list[Profiled], target: Target, timing: Timing, settings: Set
     """Export and time every item (the teacher first) at ``target``; fills each item's ``row``. The teacher must
     export: every speed-up is measured against it."""
     artefact = target_artefact(target)
-    export_all(items, artefact, settings.work_dir, cfg, images, jobs, progress)
+    with profiling.phase("onnx-export"):
+        export_all(items, artefact, settings.work_dir, cfg, images, jobs, progress)
     runners: dict[str, Runner] = {}
     for item in items:
         if item.error is None:
             try:
-                runners[item.name] = RUNTIMES[target.runtime].build(Session(
-                    item.path, target.precision, item.net, item.spec.img_size, item.spec.in_chans, settings))
+                with profiling.phase("runtime-load"):
+                    runners[item.name] = RUNTIMES[target.runtime].build(Session(
+                        item.path, target.precision, item.net, item.spec.img_size, item.spec.in_chans, settings))
             except Exception as err:  # a runtime that cannot load the file: the candidate's failure
                 item.error = _failure(err)
         if item.error is not None and item.name == TEACHER:
@@ -194,7 +197,8 @@ def profile(items: list[Profiled], target: Target, timing: Timing, settings: Set
     names = list(runners)
     progress(f"timing {len(names)} models on {target.runtime} {target.precision}, batch {target.batch_size}: "
              f"{timing.rounds} interleaved rounds of {timing.runs} calls")
-    stats = measure([runners[n] for n in names], timing)
+    with profiling.phase("timing"):
+        stats = measure([runners[n] for n in names], timing)
     for item in items:
         found = item.name in runners
         item.row = _row(item, target, artefact, stats[names.index(item.name), target.batch_size] if found else None)

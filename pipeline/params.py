@@ -405,7 +405,7 @@ class ShortlistParams(Section):
     min_speedup: float | None = Field(2.0, gt=0)  # and/or at least this many times faster than the teacher
     top_k: int = Field(2, ge=1)  # how many ranked candidates the report calls the shortlist
     calib_images: int = Field(16, ge=1)  # the FP32 parity check's images and INT8's calibration (no accuracy gate)
-    jobs: int = Field(2, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
+    jobs: int = Field(1, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
     candidates: dict[str, CandidateParams] = Field(default_factory=default_candidates)
 
     @field_validator("runtime")

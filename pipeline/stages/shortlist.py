@@ -24,6 +24,7 @@ from cakd.export.profile import RULE, TEACHER, Profiled, Target, build, judge, p
 from cakd.export.report import write_shortlist_plot
 from cakd.export.runtimes import Settings
 from cakd.export.sysinfo import load_average, load_warning, system_info
+from cakd.pipeline import profiling
 from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
@@ -61,8 +62,9 @@ def measure_candidates(params: Params, manifest: Path, work: Path) -> tuple[list
     target = Target(cfg.runtime, cfg.precision, cfg.batch_size)
     artefact = target_artefact(target)  # a runtime that cannot run here is one line before anything is built
     dataset = load_manifest(manifest)
-    train_ds, _ = build_datasets(params.data, dataset, params.seed, train_augment=False)
-    images = spread_sample(train_ds, cfg.calib_images)  # parity images, and INT8's calibration images
+    with profiling.phase("data"):
+        train_ds, _ = build_datasets(params.data, dataset, params.seed, train_augment=False)
+        images = spread_sample(train_ds, cfg.calib_images)  # parity images, and INT8's calibration images
     items = _networks(params, dataset["num_classes"])
     timing = Timing((cfg.batch_size,), bench.warmup, bench.runs, bench.rounds)
     settings = Settings(bench.threads, work, (cfg.batch_size,), params.export.trt.workspace_mb, bench.openvino_hint)
@@ -189,6 +191,7 @@ def reuse(params: Params, path: Path) -> dict:
 def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_path: Path,
         apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None) -> dict:
     """Measure (or, with ``from_report``, read a shortlist measured before), print, and apply if asked."""
+    profiling.mark_ready()
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)
