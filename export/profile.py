@@ -181,8 +181,7 @@ def profile(items: list[Profiled], target: Target, timing: Timing, settings: Set
     """Export and time every item (the teacher first) at ``target``; fills each item's ``row``. The teacher must
     export: every speed-up is measured against it."""
     artefact = target_artefact(target)
-    with profiling.phase("onnx-export"):
-        export_all(items, artefact, settings.work_dir, cfg, images, jobs, progress)
+    export_all(items, artefact, settings.work_dir, cfg, images, jobs, progress)  # its exporter records its phases
     runners: dict[str, Runner] = {}
     for item in items:
         if item.error is None:
