@@ -115,3 +115,21 @@ def test_params_yaml_and_the_schema_have_one_set_of_defaults() -> None:
         checked.append(name)
     assert Params.model_fields["seed"].default == shipped["seed"]
     assert {"data", "train", "distill", "export", "deploy", "bench", "machine"} <= set(checked)
+
+
+def test_the_bench_only_reads_artefacts() -> None:
+    """The bench's modules reach no exporter or quantiser, directly or through what they import; a file given
+    by hand is exported by the bench stage through cakd export's own function, before the bench sees it."""
+    edges, makers = graph(), {"cakd.export.onnx_export", "cakd.export.int8", "cakd.export.artefacts",
+                              "cakd.export.qat"}
+    bench = {"cakd.export.bench", "cakd.export.bench_inputs", "cakd.export.bench_accuracy", "cakd.export.picks",
+             "cakd.export.report", "cakd.export.rows"}
+    reached, todo = set(), list(bench)
+    while todo:
+        for target in edges[todo.pop()] - reached:
+            reached.add(target)
+            todo.append(target)
+    assert not reached & makers, f"the bench reaches {sorted(reached & makers)}"
+    for name in bench:
+        source = modules()[name].read_text()
+        assert "torch.onnx" not in source and "quantize_static" not in source, name
