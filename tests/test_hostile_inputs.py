@@ -509,3 +509,40 @@ def test_a_train_export_bench_run_writes_only_inside_the_project(tmp_path: Path)
     assert not (home / "dvc-site").exists()  # dvclive opened no DVC repository
     created = set(snapshot(project)) - project_before
     assert created and all(p.split("/")[0] in ("artifacts", "reports") for p in created), sorted(created)
+
+
+def _limit_address_space() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (6_000_000_000, 6_000_000_000))  # `ulimit -v 6000000`
+
+
+@pytest.mark.slow
+def test_under_a_6_gb_address_space_hostile_inputs_end_in_one_line_within_seconds(project: Path,
+                                                                                  tmp_path: Path) -> None:
+    """As a separate process under `ulimit -v 6000000` (torch and onnxruntime reserve ~3 GB at start): an alias
+    bomb, a 60000 px checkpoint spec, a FIFO named .png and a malformed ONNX file each end in seconds, exit 2,
+    one line."""
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    big = spec_checkpoint(project, tmp_path / "big.pt", img_size=60000)
+    images = tmp_path / "images"
+    for split in ("train", "val"):
+        (images / split / "a").mkdir(parents=True)
+        os.mkfifo(images / split / "a" / "x.png")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07" + os.urandom(64))
+    cases = {
+        "alias bomb": (["prepare", "-p", str(tmp_path / "bomb.yaml")], "aliases expand"),
+        "60000 px spec": (["export", "--checkpoint", str(big), "--out", str(tmp_path / "x")], "60000"),
+        "FIFO as image": (["prepare", "-S", "data.name=imagefolder", "-S", f"data.root={images}",
+                           "--out", str(tmp_path / "data")], "x.png"),
+        "malformed ONNX": (["bench-latency", f"m={tmp_path / 'broken.onnx'}", "--out", str(tmp_path / "b")],
+                           "broken.onnx"),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, (args, expected) in cases.items():
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "cakd.pipeline.cli", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120, preexec_fn=_limit_address_space)
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert expected in one_line(proc.stderr), name
+        assert time.monotonic() - started < 60, name

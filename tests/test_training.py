@@ -45,7 +45,8 @@ def test_eval_every_evaluates_on_its_epochs_and_after_the_last_without_changing_
     history = load_checkpoint(project / "sparse/checkpoint.pt")["history"]
     assert [row["epoch"] for row in history if "test/acc_teacher" in row] == [2, 3]
     assert _metrics(project / "sparse")["accuracy"] == _metrics(project / "dense")["accuracy"]
-    assert weights_digest(load_model(project / "sparse/model.pt")) == weights_digest(load_model(project / "dense/model.pt"))
+    sparse, dense = (load_model(project / f"{name}/model.pt") for name in ("sparse", "dense"))
+    assert weights_digest(sparse) == weights_digest(dense)
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(project: Path) -> None:
