@@ -6,7 +6,10 @@ in a new folder that replaces the previous export as a whole (a failed or killed
     onnx-fp16      model.fp16.onnx      FP16 weights and compute; its own parity tolerance
     onnx-int8      model.int8.onnx      post-training static INT8 (QDQ) for CPU runtimes; the INT8 accuracy gate
     onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
-    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/qat.py, ``qat.mode``); same gate
+    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/qat.py, ``qat.mode``), ModelOpt's
+                                        QDQ in TensorRT's form; same gate
+    onnx-int8-qat-cpu  model.int8-qat-cpu.onnx  the same fine-tuned weights quantised in the CPU form of onnx-int8
+                                        (onnxruntime, OpenVINO); same gate
 
 A rejected INT8 leaves no file and its reason in ``export.json``; the export still succeeds unless
 ``export.strict`` and some runtime is left without an INT8 that passed. Readers open the folder with
@@ -40,9 +43,10 @@ if TYPE_CHECKING:
     from cakd.export.qat import QatJob
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
-MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat")
+MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat", "onnx-int8-qat-cpu")
 POST_TRAINING_INT8 = ("onnx-int8", "onnx-int8-trt")
-QAT = "onnx-int8-qat"
+QAT, QAT_CPU = "onnx-int8-qat", "onnx-int8-qat-cpu"  # one fine-tune, two forms: TensorRT's and the CPU runtimes'
+QAT_KINDS = (QAT, QAT_CPU)
 
 
 EVAL_BATCH = 64
@@ -92,8 +96,8 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         with profiling.phase("int8-gate"):
             fp32 = logits_on(tmp / FILES["onnx"], data.test_loader) if _gated_int8(kinds, data) else None
         entries.update(_int8_artefacts(tmp, [k for k in kinds if k in POST_TRAINING_INT8], cfg, data, fp32))
-        if QAT in kinds:
-            entries[QAT] = _qat_artefact(tmp, entries, cfg, data, fp32, qat, (source, model))
+        entries.update(_qat_artefacts(tmp, [k for k in kinds if k in QAT_KINDS], entries, cfg, data, fp32, qat,
+                                      (source, model)))
         uncovered = _uncovered_rejections(entries)
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
@@ -104,7 +108,7 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
 
 def _gated_int8(kinds: list[Artefact], data: GateData) -> bool:
     """Whether any INT8 artefact is asked for and there is a dataset to gate it on."""
-    return any(kind in (*POST_TRAINING_INT8, QAT) for kind in kinds) and data.test_loader is not None
+    return any(kind in (*POST_TRAINING_INT8, *QAT_KINDS) for kind in kinds) and data.test_loader is not None
 
 
 def _uncovered_rejections(entries: dict[str, dict]) -> list[str]:
@@ -155,7 +159,7 @@ def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
 def settings_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
     """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
     the same key."""
-    qat_key = qat.key() if qat is not None and QAT in kinds else None
+    qat_key = qat.key() if qat is not None and any(kind in QAT_KINDS for kind in kinds) else None
     return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds), qat_key)
 
 
@@ -200,26 +204,48 @@ def _why_no_qat(entries: dict[str, dict], data: GateData, qat: QatJob | None, mo
     return modelopt_missing() if qat.mode == "auto" else None
 
 
-def _qat_artefact(folder: Path, entries: dict[str, dict], cfg: ExportParams, data: GateData,
-                  fp32: tuple[torch.Tensor, torch.Tensor] | None, qat: QatJob | None,
-                  source: tuple[Path, StagedModel | None]) -> dict:
-    """The quantisation-aware INT8 when ``qat.mode`` asks for it, through the same INT8 gate as post-training
-    INT8; a diverged fine-tune is rejected with its reason. Its training details go into the entry."""
+def _qat_artefacts(folder: Path, kinds: list[Artefact], entries: dict[str, dict], cfg: ExportParams, data: GateData,
+                   fp32: tuple[torch.Tensor, torch.Tensor] | None, qat: QatJob | None,
+                   source: tuple[Path, StagedModel | None]) -> dict[str, dict]:
+    """The quantisation-aware INT8 forms ``kinds`` asks for, from one fine-tune, each through the same INT8 gate
+    as post-training INT8; a diverged fine-tune rejects both with its reason. Its details go into each entry."""
+    if not kinds:
+        return {}
     checkpoint, model = source
     why = _why_no_qat(entries, data, qat, model)
     if why is not None:
-        return _entry(QAT, folder, "skipped", reason=why)
+        return {kind: _entry(kind, folder, "skipped", reason=why) for kind in kinds}
     from cakd.export.qat import train_qat
 
-    path = folder / FILES[QAT]
-    result = train_qat(qat, model, checkpoint, data.calib_images, path, cfg.opset)
+    result = train_qat(qat, model, checkpoint, data.calib_images, folder / FILES[QAT] if QAT in kinds else None,
+                       cfg.opset)
     if result.reason is not None:
-        return _entry(QAT, folder, "rejected", reason=result.reason, qat=result.details)
-    logits, labels = fp32
-    gate = gate_int8_file(path, logits, labels, data.test_loader, max_drop=cfg.int8_max_drop,
-                          min_agreement=cfg.int8_min_agreement)
-    status, reason = gate.pop("status"), gate.pop("reason")
-    return _entry(QAT, folder, status, reason=reason, gate={**gate, "activations": "int8"}, qat=result.details)
+        return {kind: _entry(kind, folder, "rejected", reason=result.reason, qat=result.details) for kind in kinds}
+    made = {}
+    for kind in kinds:
+        if kind == QAT_CPU:
+            gate = _cpu_form(folder, result.weights, cfg, data, fp32)
+        else:
+            gate = {**gate_int8_file(folder / FILES[QAT], *fp32, data.test_loader, max_drop=cfg.int8_max_drop,
+                                     min_agreement=cfg.int8_min_agreement), "activations": "int8"}
+        status, reason = gate.pop("status"), gate.pop("reason")
+        made[kind] = _entry(kind, folder, status, reason=reason, gate=gate, qat=result.details)
+    return made
+
+
+def _cpu_form(folder: Path, weights: StagedModel, cfg: ExportParams, data: GateData,
+              fp32: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """The fine-tuned weights as an FP32 ONNX (parity-gated like any), quantised by onnxruntime exactly as
+    ``onnx-int8`` is, and gated against the shipped FP32 model's logits (not the fine-tuned one's)."""
+    tuned = folder / ".qat-fp32.onnx"
+    try:
+        export_fp32(weights, tuned, img_size=weights.spec.img_size, in_chans=weights.spec.in_chans, opset=cfg.opset,
+                    parity_images=data.parity_images, atol=cfg.atol)
+        return export_int8(tuned, folder / FILES[QAT_CPU], data.calib_images, data.test_loader, fp32,
+                           max_drop=cfg.int8_max_drop, min_agreement=cfg.int8_min_agreement,
+                           activations=cfg.int8_activations, reduce_range=cfg.int8_reduce_range)
+    finally:
+        tuned.unlink(missing_ok=True)
 
 
 def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None, **details: dict) -> dict:

@@ -13,11 +13,12 @@ from cakd.pipeline.errors import CakdError
 from cakd.pipeline.fileio import read_json
 from cakd.pipeline.params import check_model_shape
 
-Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat"]
+Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
+                   "onnx-int8-qat-cpu"]
 REPORT = "export.json"
 FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
                               "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
-                              "onnx-int8-qat": "model.int8-qat.onnx"}
+                              "onnx-int8-qat": "model.int8-qat.onnx", "onnx-int8-qat-cpu": "model.int8-qat-cpu.onnx"}
 
 
 @dataclass(frozen=True)

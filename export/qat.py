@@ -1,6 +1,10 @@
 """Quantisation-aware training (QAT), a step of ``cakd export``: when post-training INT8 fails its gate
 (``qat.mode: auto``) or always (``always``), the checkpoint is fake-quantised with NVIDIA ModelOpt, fine-tuned
-under its supervisor, and exported as a QDQ ONNX (``model.int8-qat.onnx``) that the export gates like any INT8.
+under its supervisor, and exported in two forms that the export gates like any INT8: ModelOpt's QDQ ONNX
+(``model.int8-qat.onnx``, TensorRT's form) and, for CPU runtimes, the fine-tuned weights quantised again by
+onnxruntime in the CPU form the post-training INT8 uses (``model.int8-qat-cpu.onnx``: uint8 activations and
+7-bit weights, onnxruntime's fast x86 path; TensorRT's symmetric int8 activations run several times slower
+there, see docs/QAT.md).
 
 Why ModelOpt, and not NNCF or hand-written fake quantisation: docs/QAT.md. Its INT8 default is TensorRT's
 form (symmetric int8 activations with zero point 0, per-channel int8 weights, float biases), and the QDQ graph
@@ -74,10 +78,12 @@ class QatJob:
 
 @dataclass
 class QatResult:
-    """The QAT file is written (``reason`` None) or not (``reason`` says why: a diverged fine-tune)."""
+    """The fine-tune finished (``reason`` None: ``weights`` holds the model with its fine-tuned weights, the
+    quantisers removed) or not (``reason`` says why: a diverged fine-tune)."""
 
     reason: str | None
     details: dict = field(default_factory=dict)
+    weights: StagedModel | None = None
 
 
 @contextlib.contextmanager
@@ -163,9 +169,20 @@ def export_qdq(student: StagedModel, out: Path, opset: int) -> None:
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
 
 
-def train_qat(job: QatJob, model: StagedModel, source: Path, calib_images: torch.Tensor, out: Path,
+def fine_tuned_weights(model: StagedModel, quantised: nn.Module) -> StagedModel:
+    """A copy of ``model`` holding the fine-tuned weights of its fake-quantised copy (every weight and buffer of
+    the model; the quantisers' ranges are left out): what a CPU-form quantiser starts from."""
+    plain = copy.deepcopy(model)
+    missing, _ = plain.load_state_dict(quantised.state_dict(), strict=False)
+    if missing:
+        raise CakdError(f"the fine-tuned model lacks {len(missing)} of the model's tensors ({missing[0]}, ...)")
+    return plain.eval()
+
+
+def train_qat(job: QatJob, model: StagedModel, source: Path, calib_images: torch.Tensor, qdq_out: Path | None,
               opset: int) -> QatResult:
-    """Quantise ``model`` (the FP32 checkpoint ``source``), fine-tune it under its supervisor, write ``out``."""
+    """Quantise ``model`` (the FP32 checkpoint ``source``), fine-tune it under its supervisor, write ModelOpt's
+    QDQ file to ``qdq_out`` when given; the result carries the fine-tuned weights for the CPU form."""
     started = time.perf_counter()
     mtq, version = _modelopt()
     params, qat = job.params, job.params.qat
@@ -192,8 +209,9 @@ def train_qat(job: QatJob, model: StagedModel, source: Path, calib_images: torch
         return QatResult(f"quantisation-aware training diverged: {err}", details)
     finally:
         shutdown(placement)
-    export_qdq(distiller.student, out, opset)
+    if qdq_out is not None:
+        export_qdq(distiller.student, qdq_out, opset)
     details.update(epochs_run=result.epochs_run, resumed_from_epoch=qat.epochs - result.epochs_run,
                    fake_quant_top1=result.accuracy.get("student"),
                    seconds=round(time.perf_counter() - started, 1))
-    return QatResult(None, details)
+    return QatResult(None, details, fine_tuned_weights(model, distiller.student))

@@ -39,7 +39,7 @@ PARAMS = {
     "teacher": {"model": "vit_tiny_patch16_224", "kwargs": TINY_VIT}, "students": {"student": {"model": "resnet10t"}},
     "export": {"parity_images": 16, "calib_images": 32},
     "deploy": {"runtimes": ["torch", "onnxruntime", "openvino", "tensorrt"], "precisions": ["fp32", "int8"]},
-    "bench": {"batch_sizes": [2, 1], "warmup": 1, "runs": 4, "rounds": 3, "threads": 1},
+    "bench": {"batch_sizes": [2, 1], "warmup": 1, "runs": 4, "rounds": 3, "threads": 1, "min_speedup": None},
 }
 
 
@@ -123,7 +123,7 @@ def test_bench_writes_json_csv_pareto_and_picks(project: tuple[Params, Path, dic
     assert student_fp32.top1 == by["student/model", "torch", "fp32", "checkpoint", 1].top1 > 50
     assert student_fp32.max_abs_diff < 1e-3 and student_fp32.status == "ok"
     assert by["student/model", "onnxruntime", "int8", "onnx-int8", 1].activations == "uint8"
-    qat = [r for r in rows if r.artefact == "onnx-int8-qat" and r.runtime != "tensorrt"]  # never made: listed
+    qat = [r for r in rows if r.artefact == "onnx-int8-qat-cpu"]  # never made: listed
     assert qat and all(r.status == "skipped" and "step of cakd export" in r.reason for r in qat)
     trt = [r for r in rows if r.runtime == "tensorrt"]
     assert trt and all(r.status == "unavailable" and r.reason == RUNTIMES["tensorrt"].unavailable() for r in trt)
@@ -225,7 +225,7 @@ def test_rejected_int8_export_succeeds_and_bench_lists_it_rejected(
     errors = [line for line in err.splitlines() if line.startswith("cakd: error:")]
     assert code != 0 and len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err
     assert errors[0].startswith("cakd: error: onnx-int8: INT8 accuracy gate failed on 50 test images")
-    assert "onnx-int8-qat: " in errors[0] and "strict" in errors[0]  # QAT (qat.mode: auto) could not cover it
+    assert "onnx-int8-qat-cpu: " in errors[0] and "strict" in errors[0]  # QAT (qat.mode: auto) could not cover it
     assert (tmp_path / "export" / "export.json").read_bytes() == before  # the previous export is kept whole
 
 

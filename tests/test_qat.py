@@ -32,8 +32,8 @@ from tests.conftest import run_cakd, tiny_params, write_params
 from tests.test_bench_latency import make_int8_fragile
 
 IMG = 16
-QAT = "onnx-int8-qat"
-RUNTIMES_HERE = ["torch", "onnxruntime", "openvino"]
+QAT, QAT_CPU = "onnx-int8-qat", "onnx-int8-qat-cpu"
+RUNTIMES_HERE = ["torch", "onnxruntime", "openvino", "tensorrt"]  # TensorRT's form is exported (and run on the CPU)
 
 
 def constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -136,6 +136,23 @@ def test_always_ships_tensorrt_form_qdq_behind_the_int8_gate(project: Path, alwa
     assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim][:1] == ["batch"]
 
 
+def test_the_cpu_form_is_the_same_fine_tune_quantised_as_post_training_int8_is(project: Path, always: dict) -> None:
+    cpu, trt = always["artefacts"][QAT_CPU], always["artefacts"][QAT]
+    assert cpu["status"] == "ok" and cpu["file"] == "model.int8-qat-cpu.onnx", cpu["reason"]
+    assert cpu["qat"] == trt["qat"]  # one fine-tune, two forms
+    assert cpu["gate"]["images"] == 100 and cpu["gate"]["activations"] == "uint8" and cpu["gate"]["reduce_range"]
+    form = qdq_form(project / "always" / cpu["file"])  # onnxruntime's fast x86 form: asymmetric uint8 activations
+    assert form["activations"] and all(z.dtype == np.uint8 for z in form["activations"])
+    assert all(z.dtype == np.int8 and not z.any() for z in form["weights"])
+    assert not (project / "always" / ".qat-fp32.onnx").exists()  # the fine-tuned FP32 file is not shipped
+    ptq = onnx.load(str(project / "always/model.int8.onnx")).graph
+    tuned = onnx.load(str(project / "always" / cpu["file"])).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in ptq.initializer if t.data_type == onnx.TensorProto.INT8}
+    changed = [name for name, t in ((t.name, numpy_helper.to_array(t)) for t in tuned.initializer)
+               if name in weights and not np.array_equal(weights[name], t)]
+    assert changed, "the CPU form quantises the fine-tuned weights, not the checkpoint's"
+
+
 def test_onnxruntime_and_openvino_score_the_qat_file_as_the_fake_quantised_model_does(
         project: Path, always: dict) -> None:
     params = Params.model_validate(tiny_params(data={"name": "digits", "img_size": IMG, "train_per_class": 20,
@@ -156,14 +173,14 @@ def test_the_bench_times_and_scores_the_qat_file_on_every_cpu_runtime(project: P
     bench = run_cakd("bench-latency", "always=always", "--data", "artifacts/data/manifest.json", "--out", "bench",
                      cwd=project, check=True)
     rows = json.loads((project / "bench/bench.json").read_text())["rows"]
-    qat_rows = {(r["runtime"], r["batch_size"]): r for r in rows if r["artefact"] == QAT}
+    qat_rows = {(r["runtime"], r["batch_size"]): r for r in rows if r["artefact"] == QAT_CPU}
     assert {runtime for runtime, _ in qat_rows} == {"onnxruntime", "openvino"}
     for row in qat_rows.values():
         assert row["status"] == "ok" and row["p50_ms"] > 0 and row["top1"] is not None, row
-        assert row["activations"] == "int8"
+        assert row["activations"] == "uint8"
     ptq = [r for r in rows if r["artefact"] == "onnx-int8" and r["runtime"] == "onnxruntime"]
     assert ptq, "post-training and quantisation-aware INT8 side by side"
-    assert "onnx-int8-qat" in bench.stdout + bench.stderr
+    assert QAT_CPU in bench.stdout + bench.stderr
 
 
 def test_auto_skips_qat_when_post_training_int8_passes_without_importing_modelopt(project: Path) -> None:
@@ -188,15 +205,17 @@ def test_auto_runs_qat_when_post_training_int8_is_rejected_and_the_gate_judges_i
     if qat["status"] == "rejected":  # the fragile feature defeats per-tensor INT8 however the weights are trained
         assert qat["reason"].startswith("INT8 accuracy gate failed on 100 test images") and qat["file"] is None
         assert not (project / "fragile/model.int8-qat.onnx").exists()
-    assert int8_outcome(report["artefacts"]).startswith(("no INT8 ships; onnx-int8 rejected: INT8 accuracy gate",
-                                                         "INT8 ships onnx-int8-qat; onnx-int8 rejected"))
+    outcome = int8_outcome(report["artefacts"])
+    assert outcome.startswith(("no INT8 ships; ", "INT8 ships onnx-int8-qat")), outcome
+    assert "onnx-int8 rejected: INT8 accuracy gate" in outcome and f"{QAT_CPU} (quantisation-aware" in outcome
 
 
 def test_a_diverged_fine_tune_is_rejected_with_its_reason_never_shipped(project: Path) -> None:
     report = export(project, "healthy.pt", "diverged", "qat.mode=always", "qat.lr=1e12")
-    entry = report["artefacts"][QAT]
-    assert entry["status"] == "rejected" and entry["file"] is None
-    assert ("diverged" in entry["reason"] or "INT8 accuracy gate failed" in entry["reason"]), entry["reason"]
+    for kind in (QAT, QAT_CPU):
+        entry = report["artefacts"][kind]
+        assert entry["status"] == "rejected" and entry["file"] is None
+        assert ("diverged" in entry["reason"] or "INT8 accuracy gate failed" in entry["reason"]), entry["reason"]
     assert report["artefacts"]["onnx"]["status"] == "ok"  # the rest of the export stands
 
 
@@ -225,8 +244,11 @@ def test_auto_without_modelopt_says_why_qat_was_skipped(project: Path) -> None:
 
 def test_strict_fails_only_when_a_runtime_is_left_without_a_passing_int8() -> None:
     ok, rejected = {"status": "ok", "reason": None}, {"status": "rejected", "reason": "gate"}
-    assert _uncovered_rejections({"onnx-int8": rejected, QAT: ok}) == []  # QAT INT8 serves the CPU runtimes
-    assert _uncovered_rejections({"onnx-int8": rejected, QAT: rejected}) == ["onnx-int8: gate", f"{QAT}: gate"]
+    assert _uncovered_rejections({"onnx-int8": rejected, QAT_CPU: ok}) == []  # its CPU form serves the CPU runtimes
+    assert _uncovered_rejections({"onnx-int8": rejected, QAT: ok}) == ["onnx-int8: gate"]  # TensorRT's form does not
+    assert _uncovered_rejections({"onnx-int8-trt": rejected, QAT: ok}) == []
+    assert _uncovered_rejections({"onnx-int8": rejected, QAT_CPU: rejected}) == ["onnx-int8: gate",
+                                                                               f"{QAT_CPU}: gate"]
     assert _uncovered_rejections({"onnx-int8": rejected, "onnx-int8-trt": ok}) == ["onnx-int8: gate"]
 
 

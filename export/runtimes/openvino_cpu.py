@@ -53,5 +53,5 @@ def build(session: Session) -> Runner:
     return Runner(predict, timed_call)
 
 
-RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": ("onnx-int8", "onnx-int8-qat")}, "onnxruntime",
+RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": ("onnx-int8", "onnx-int8-qat-cpu")}, "onnxruntime",
                   unavailable, options, build)

@@ -54,6 +54,6 @@ def build(session: Session) -> Runner:
     return ort_runner(session.path, options(session.settings))
 
 
-INT8 = ("onnx-int8", "onnx-int8-qat")
+INT8 = ("onnx-int8", "onnx-int8-qat-cpu")
 RUNTIME = Runtime("onnxruntime", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": INT8}, "torch",
                   lambda: None, options, build)

@@ -13,7 +13,7 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import QAT, artefacts_for, export_model, gate_data, settings_key
+from cakd.export.artefacts import QAT_KINDS, artefacts_for, export_model, gate_data, settings_key
 from cakd.export.exported import FILES, REPORT, read_export
 from cakd.export.qat import QatJob, require_modelopt
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
@@ -45,7 +45,7 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
     report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds, qat)) if fmt == "trt" else None
     if report is None:
         model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
-        may_train = QAT in kinds and params.qat.mode != "off"
+        may_train = any(kind in QAT_KINDS for kind in kinds) and params.qat.mode != "off"
         if may_train and qat.supervisor is not None:
             load_model(qat.supervisor)  # so is the teacher: before any artefact is made
         if may_train and params.qat.mode == "always":

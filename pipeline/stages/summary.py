@@ -20,7 +20,7 @@ from cakd.pipeline import layout, profiling
 from cakd.pipeline.fileio import read_json, write_json
 from cakd.pipeline.ui import console
 
-INT8_KINDS = ("onnx-int8", "onnx-int8-qat")  # the INT8 forms a CPU deployment ships, in order of preference
+INT8_KINDS = ("onnx-int8", "onnx-int8-qat-cpu", "onnx-int8-qat")  # CPU forms in order of preference, then TensorRT's
 
 
 def int8_outcome(artefacts: dict) -> str:
@@ -52,7 +52,7 @@ def _how_trained(qat: dict | None) -> str:
 
 def latency_of(rows: list[BenchRow], label: str) -> dict[str, float]:
     """p50 ms at batch 1 of ``label``'s artefacts that passed their checks, keyed ``runtime/precision``."""
-    return {f"{r.runtime}/{r.precision}" + ("-qat" if r.artefact == "onnx-int8-qat" else ""): r.p50_ms
+    return {f"{r.runtime}/{r.precision}" + ("-qat" if r.artefact.startswith("onnx-int8-qat") else ""): r.p50_ms
             for r in rows if r.model == label and r.batch_size == 1 and r.status == "ok"}
 
 
