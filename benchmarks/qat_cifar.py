@@ -45,7 +45,7 @@ def data_overrides(manifest: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    work = args.out.with_suffix("")
+    work = args.work.expanduser()
     sets = [*data_overrides(args.manifest), "qat.mode=always", f"qat.epochs={args.qat_epochs}",
             f"qat.lr={args.qat_lr}", f"qat.supervisor={args.supervisor}", f"train.batch_size={args.batch_size}",
             "deploy.runtimes=[onnxruntime, openvino]",
@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=34, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("~/.cache/cakd/qat_cifar"),
+                        help="export, QAT checkpoint and bench folders (large; a rerun resumes QAT from here)")
     args = parser.parse_args()
     result = {"student": str(args.student), "teacher": str(args.teacher), "manifest": str(args.manifest),
               **run(args)}
