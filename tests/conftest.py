@@ -75,6 +75,11 @@ def run_cakd_here(args: list[str], cwd: Path, capsys: pytest.CaptureFixture, mon
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A working folder with a tiny params.yaml and the prepared digits manifest."""
-    write_params(tmp_path / "params.yaml", tiny_params())
-    run_cakd("prepare", cwd=tmp_path, check=True)
+    from cakd.pipeline.data import prepare_data
+    from cakd.pipeline.params import Params
+
+    params = tiny_params()
+    write_params(tmp_path / "params.yaml", params)
+    valid = Params.model_validate(params)
+    prepare_data(valid.data, valid.seed, tmp_path / "artifacts/data")  # what `cakd prepare` runs, in-process
     return tmp_path

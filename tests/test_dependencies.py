@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -106,6 +107,7 @@ def test_every_imported_module_belongs_to_a_declared_distribution() -> None:
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 
+@pytest.mark.slow
 def test_modules_loaded_by_an_onnx_export_are_declared_or_required_by_a_declared_one(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path / "m.onnx")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

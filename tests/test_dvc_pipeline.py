@@ -175,6 +175,7 @@ def test_machine_settings_rerun_nothing(repo: tuple[Path, subprocess.CompletedPr
     assert ran(dvc(project, "repro")) == []
 
 
+@pytest.mark.slow
 def test_machine_settings_keep_the_checkpoint_resumable(project: Path) -> None:
     args = ["distill", "--method", "ce", "--out", "run", "--resume"]
     run_cakd(*args, cwd=project, check=True)

@@ -74,6 +74,7 @@ def test_foreign_file_is_one_clear_error(project: Path, capsys, monkeypatch) -> 
     assert code == 2 and "set only one of pretrained, weights, checkpoint" in err
 
 
+@pytest.mark.slow
 def test_teacher_used_as_is_then_fine_tuned(project: Path) -> None:
     file = project / "teacher.safetensors"
     state = timm_weights(file, "resnet10t", 1000)
@@ -116,6 +117,7 @@ def hf_cache(home: Path, repo: str, state_file: Path) -> None:
     (root / "snapshots" / commit / "model.safetensors").write_bytes(state_file.read_bytes())
 
 
+@pytest.mark.slow
 def test_pretrained_offline_uses_the_local_cache_or_says_it_lacks_it(project: Path, monkeypatch) -> None:
     tmp_path = project
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

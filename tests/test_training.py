@@ -49,6 +49,7 @@ def test_eval_every_evaluates_on_its_epochs_and_after_the_last_without_changing_
     assert weights_digest(sparse) == weights_digest(dense)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(project: Path) -> None:
     params = tiny_params(train={"epochs": 4})
     write_params(project / "params.yaml", params)
@@ -91,6 +92,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(project: Pa
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun comes with torch; missing only if broken")
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_end_with_identical_weights(project: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
