@@ -125,11 +125,14 @@ def main() -> None:
     rows = split(shim, profile)
     print_rows(rows, wall)
     total = total_row(rows, wall)
-    result = {"rev": rev, "venv": str(args.venv), "wall_s": wall, "dvc_s": wall - total["wall"],
-              "training_s": total["training"], "non_training_share": (wall - total["training"]) / wall,
+    profiled = bool(profile)  # a commit before cakd.pipeline.profiling reports no phases: its split is unknown
+    training = total["training"] if profiled else None
+    result = {"rev": rev, "venv": str(args.venv), "wall_s": wall, "dvc_s": wall - total["wall"], "profiled": profiled,
+              "training_s": training, "non_training_share": None if training is None else (wall - training) / wall,
               "load_before": load_before, "load_after": load_after, "stages": rows, "total": total}
-    Console().print(f"training {total['training']:.0f} s of {wall:.0f} s: non-training "
-                    f"{100 * result['non_training_share']:.0f}% (DVC between stages {result['dvc_s']:.0f} s); "
+    share = ("unknown (this commit reports no phases)" if training is None else
+             f"{100 * result['non_training_share']:.0f}% (training {training:.0f} s)")
+    Console().print(f"{wall:.0f} s wall: non-training {share}; DVC between stages {result['dvc_s']:.0f} s; "
                     f"load average {load_before:.2f} -> {load_after:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
