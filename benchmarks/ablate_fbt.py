@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_methods import BUDGETS, PAIRS, ROOT, Bench, add_teacher_option, spread  # noqa: E402
+from compare_methods import BUDGETS, PAIRS, Bench, add_bench_options, spread  # noqa: E402
 
 from cakd.pipeline.fileio import write_json  # noqa: E402
 from cakd.pipeline.params import load_params  # noqa: E402
@@ -80,19 +80,8 @@ def print_table(name: str, teacher: float | None, result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
-    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
+    add_bench_options(parser, "ablate_fbt")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--data-root", type=Path, default=Path("~/.cache/cakd/cifar10-jpg"))
-    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/cakd/bench"))
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/ablate_fbt",
-                        help="one JSON per finished run (kept in git: a later run continues from them)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ablate_fbt.json")
-    add_teacher_option(parser)
     args = parser.parse_args()
 
     budget = BUDGETS[args.budget]

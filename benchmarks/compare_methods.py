@@ -345,7 +345,19 @@ def teacher_item(item: str) -> tuple[str, Path]:
     return pair, Path(path).expanduser()
 
 
-def add_teacher_option(parser: argparse.ArgumentParser) -> None:
+def add_bench_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options every script driving ``Bench`` shares; ``name`` names its results folder and JSON."""
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
+    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--data-root", type=Path, default=Path("~/.cache/cakd/cifar10-jpg"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/cakd/bench"))
+    parser.add_argument("--results", type=Path, default=ROOT / f"benchmarks/results/{name}",
+                        help="one JSON per finished run (kept in git: a later run continues from them)")
+    parser.add_argument("--out", type=Path, default=ROOT / f"benchmarks/results/{name}.json")
     parser.add_argument("--teacher", type=teacher_item, action="append", default=[], metavar="PAIR=PATH",
                         help="use this trained teacher checkpoint for the pair (its metrics.json beside it gives "
                              "its accuracy) instead of training one; runs are then keyed by its content")
@@ -353,23 +365,12 @@ def add_teacher_option(parser: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
+    add_bench_options(parser, "compare_methods")
     parser.add_argument("--epochs", type=int, help="override the budget's student epochs")
     parser.add_argument("--train-per-class", type=int, help="override the budget's student subset")
     parser.add_argument("--teacher-epochs", type=int, help="override every pair's teacher epochs")
-    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--step-rounds", type=int, default=20, help="timed KD/FBT step pairs per pair")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--data-root", type=Path, default=Path("~/.cache/cakd/cifar10-jpg"))
-    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/cakd/bench"))
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/compare_methods",
-                        help="one JSON per finished run (kept in git: a later run continues from them)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_methods.json")
-    add_teacher_option(parser)
     args = parser.parse_args()
 
     recipe = load_params(args.params)
