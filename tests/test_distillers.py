@@ -93,6 +93,31 @@ def test_trainable_parameters_are_student_plus_extras_once_and_never_the_teacher
     assert not any(p.requires_grad for p in teacher.parameters())
 
 
+@pytest.mark.parametrize("method", ["ce", "kd", "ofa", "fbt"])
+def test_the_training_state_leaves_out_the_frozen_teacher_and_restores_everything_else(method: str) -> None:
+    torch.manual_seed(0)
+    teacher = tiny("vit_tiny_patch16_224")
+    trained = build_distiller(method, tiny("mobilenetv2_050"), teacher, DistillParams(method=method))
+    fresh = build_distiller(method, tiny("mobilenetv2_050"), teacher, DistillParams(method=method))
+    state = trained.training_state()
+    teacher_storage = {t.data_ptr() for t in teacher.state_dict().values()}
+    assert not any(name.startswith("teacher.") for name in state)
+    assert not any(t.data_ptr() in teacher_storage for t in state.values())  # nor under an assistant's name
+    kept, whole = (sum(t.numel() for t in d.values()) for d in (state, trained.state_dict()))
+    assert kept == whole if trained.teacher is None else kept < whole  # ce trains alone: nothing to leave out
+    fresh.load_training_state(state)
+    restored, original = fresh.state_dict(), trained.state_dict()
+    assert restored.keys() == original.keys()
+    assert all(torch.equal(restored[name], original[name]) for name in original)
+    with pytest.raises(CakdError, match="does not fit"):
+        fresh.load_training_state({**state, "student.extra_head.weight": torch.zeros(1)})
+    if state:
+        dropped = dict(state)
+        dropped.pop(next(iter(dropped)))
+        with pytest.raises(CakdError, match="does not fit"):
+            fresh.load_training_state(dropped)
+
+
 def test_ce_needs_no_teacher_and_every_other_method_does() -> None:
     distiller = build_distiller("ce", tiny("mobilenetv2_050"), None)
     _, losses = distiller(*batch())  # with a target, forward is the training step (what DDP wraps)

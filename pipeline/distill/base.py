@@ -74,6 +74,22 @@ class Distiller(nn.Module, metaclass=ABCMeta):
                 params.append(p)
         return params
 
+    def training_state(self) -> dict[str, Tensor]:
+        """The state a resumed run needs: everything but the frozen teacher's tensors, under whatever name they
+        appear (an assistant reuses teacher stages). The run reloads the teacher from its file, whose hash is
+        in the checkpoint's fingerprint; left in, it made each epoch's checkpoint several times larger."""
+        frozen = {t.data_ptr() for t in self.teacher.state_dict().values()} if self.teacher is not None else set()
+        return {name: t for name, t in self.state_dict().items() if t.data_ptr() not in frozen}
+
+    def load_training_state(self, state: dict[str, Tensor]) -> None:
+        """Inverse of ``training_state``: only the frozen teacher's entries may be absent."""
+        frozen = set(self.state_dict()) - set(self.training_state())
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - frozen:
+            names = sorted(unexpected) + sorted(set(missing) - frozen)
+            raise CakdError(f"the training checkpoint does not fit this {self.name} run ({len(names)} tensors "
+                            f"differ, e.g. {names[0]})")
+
     def save_extras(self, path: Path) -> None:
         """What the method learnt besides the student (projectors, L2G, loss heads) and how it was set,
         kept apart from the deployable student so the assistant can be rebuilt and evaluated."""

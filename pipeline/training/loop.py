@@ -152,7 +152,7 @@ def restore(run: Run, opt: Optimisation) -> RunState:
         if run.placement.is_main:
             console.print(f"[yellow]{run.ckpt_path} was made with other settings or inputs: starting over")
         return RunState()
-    run.distiller.load_state_dict(state["distiller"])
+    run.distiller.load_training_state(state["distiller"])
     opt.optimizer.load_state_dict(state["optimizer"])
     if opt.scheduler is not None:
         opt.scheduler.load_state_dict(state["scheduler"])
@@ -262,7 +262,7 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
     save_checkpoint({
         "fingerprint": run.fingerprint, "epoch": state.epoch, "best": state.best, "history": state.history,
         "best_weights": state.best_weights, "best_epoch": state.best_epoch,
-        "distiller": run.distiller.state_dict(),
+        "distiller": run.distiller.training_state(),
         "optimizer": opt.optimizer.state_dict() if opt is not None else {},
         "scheduler": opt.scheduler.state_dict() if opt is not None and opt.scheduler is not None else {},
         "scaler": opt.scaler.state_dict() if opt is not None and opt.scaler is not None else {},
