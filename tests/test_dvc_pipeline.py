@@ -65,7 +65,8 @@ def new_project(root: Path) -> Path:
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     for package in ("pipeline", "export"):
         shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / ".gitignore", project / ".gitignore")
+    for ignore in (".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / ignore, project / ignore)
     write_params(project / "params.yaml", tiny_params(
         students={"deit": {"model": "deit_tiny_patch16_224", "kwargs": TINY_VIT},
                   "mobilenet": {"model": "mobilenetv2_050"}},
@@ -126,6 +127,10 @@ def test_repro_runs_every_stage_per_student_then_nothing(repo: tuple[Path, subpr
     assert set(tracked.split()) == {"reports/teacher.json", "reports/summary.json", "reports/shortlist.json",
                                     *(f"reports/students/{n}/{r}.json" for n in NAMES
                                       for r in ("baseline", "distill", "eval"))}
+    assert ran(dvc(project, "repro")) == []
+    cache = project / "pipeline/data/__pycache__"  # what Python writes where bytecode caching is on
+    cache.mkdir(exist_ok=True)
+    (cache / "build.cpython-311.pyc").write_bytes(b"bytecode")
     assert ran(dvc(project, "repro")) == []
 
 
