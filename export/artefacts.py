@@ -20,55 +20,30 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import onnx
 import torch
-from torch.utils.data import DataLoader
 
+from cakd.export.bench_inputs import onnx_shape
 from cakd.export.exported import FILES, REPORT
+from cakd.export.gate_data import GateData
 from cakd.export.int8 import export_int8, gate_int8_file, logits_on
 from cakd.export.onnx_export import export_fp16, export_fp32
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.pipeline import profiling
-from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, bounded, file_sha256, write_json
+from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
 from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.params import ExportParams, Params, check_model_shape, fingerprint
+from cakd.pipeline.params import ExportParams, fingerprint
 
 if TYPE_CHECKING:
     from cakd.export.qat import QatJob
 
-Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat", "onnx-int8-qat-cpu")
 POST_TRAINING_INT8 = ("onnx-int8", "onnx-int8-trt")
 QAT, QAT_CPU = "onnx-int8-qat", "onnx-int8-qat-cpu"  # one fine-tune, two forms: TensorRT's and the CPU runtimes'
 QAT_KINDS = (QAT, QAT_CPU)
-
-
-EVAL_BATCH = 64
-
-
-@dataclass
-class GateData:
-    """The images the gates run on: parity (test images), INT8 calibration (training images) and the INT8
-    accuracy gate (the test split). Without the last two no INT8 artefact can be made or gated."""
-
-    parity_images: torch.Tensor
-    calib_images: torch.Tensor | None = None
-    test_loader: Loader | None = None
-
-
-def gate_data(params: Params, manifest: Path) -> GateData:
-    """Test images for parity, training images for INT8 calibration, the test split for the INT8 gate."""
-    with profiling.phase("data"):
-        train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
-        return GateData(spread_sample(test_ds, params.export.parity_images),
-                        spread_sample(train_ds, params.export.calib_images),
-                        DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
 
 
 def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> list[Artefact]:
@@ -253,20 +228,3 @@ def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None,
     ok = status == "ok"
     return {"file": FILES[kind] if ok else None, "status": status, "reason": reason,
             "size_bytes": path.stat().st_size if ok else None, **details}
-
-
-def onnx_shape(path: Path) -> tuple[int, int, int]:
-    """(in_chans, img_size, num_classes) read from an ONNX file's input and output; one line if it has none."""
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
-        classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
-    except Exception as err:  # onnx raises DecodeError, IndexError... for files that are not ONNX models
-        reason = f"{type(err).__name__}: {bounded(str(err), 120)}"
-        raise CakdError(f"{path} is not a readable ONNX model ({reason})") from None
-    if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
-        raise CakdError(f"{path} takes an input of shape {bounded(str(dims))}, not a batch of square images "
-                        "(N, C, H, W)")
-    check_model_shape(dims[1], dims[3], classes or None, str(path))
-    return dims[1], dims[3], classes
-

@@ -18,7 +18,8 @@ import onnx
 from cakd.export.exported import REPORT
 from cakd.export.runtimes import Artefact
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256, read_json
+from cakd.pipeline.fileio import bounded, file_sha256, read_json
+from cakd.pipeline.params import check_model_shape
 
 SUFFIXES = (".pt", ".pth", ".onnx")
 Kind = Literal["export", "checkpoint", "onnx"]
@@ -133,3 +134,19 @@ def resolve(items: list[str]) -> tuple[list[Item], list[str]]:
     auto = iter(unique_labels([f[4][0] for f in found if not f[0]], set(given)))
     return [Item(label or next(auto), path, kind, tuple(paths), digest)
             for label, path, kind, digest, paths in found], notes
+
+
+def onnx_shape(path: Path) -> tuple[int, int, int]:
+    """(in_chans, img_size, num_classes) read from an ONNX file's input and output; one line if it has none."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    except Exception as err:  # onnx raises DecodeError, IndexError... for files that are not ONNX models
+        reason = f"{type(err).__name__}: {bounded(str(err), 120)}"
+        raise CakdError(f"{path} is not a readable ONNX model ({reason})") from None
+    if len(dims) != 4 or dims[1] <= 0 or dims[2] != dims[3] or dims[2] <= 0:
+        raise CakdError(f"{path} takes an input of shape {bounded(str(dims))}, not a batch of square images "
+                        "(N, C, H, W)")
+    check_model_shape(dims[1], dims[3], classes or None, str(path))
+    return dims[1], dims[3], classes

@@ -14,9 +14,10 @@ import torch
 from onnx import numpy_helper
 from torch.utils.data import Dataset
 
-from cakd.export.artefacts import GateData, export_model, gate_data
+from cakd.export.artefacts import export_model
 from cakd.export.bench import latency_stats
 from cakd.export.bench_inputs import resolve, unique_labels
+from cakd.export.gate_data import GateData, gate_data
 from cakd.export.int8 import quantize_int8
 from cakd.export.onnx_export import export_fp32
 from cakd.export.picks import pick_for

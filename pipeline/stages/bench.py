@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cakd.export.artefacts import GateData, artefacts_for, export_model, gate_data, onnx_shape
 from cakd.export.bench import BenchModel, Timing, pinned_threads, run_bench
-from cakd.export.bench_inputs import Item, onnx_artefact, resolve
+from cakd.export.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
 from cakd.export.exported import Exported, read_export
+from cakd.export.gate_data import GateData, gate_data
 from cakd.export.picks import picks
 from cakd.export.report import print_table, write_csv, write_pareto_plot
 from cakd.export.runtimes import RUNTIMES, Settings
@@ -35,6 +35,8 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         in_chans, img_size, num_classes = onnx_shape(item.path)
         model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
+    from cakd.export.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
+
     folder = exports / item.label.replace("/", "_")
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
     if data is None:

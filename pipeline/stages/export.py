@@ -13,8 +13,9 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import QAT_KINDS, artefacts_for, export_model, gate_data, settings_key
+from cakd.export.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
 from cakd.export.exported import FILES, REPORT, read_export
+from cakd.export.gate_data import gate_data
 from cakd.export.qat import QatJob, require_modelopt
 from cakd.export.runtimes import RUNTIMES, Artefact, Precision
 from cakd.export.runtimes.tensorrt_gpu import build_engine

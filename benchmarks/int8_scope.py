@@ -1,0 +1,170 @@
+"""Which INT8 form, if any, runs a small CNN student faster than FP32 on onnxruntime's CPU (not a test; issue 20).
+
+    python benchmarks/int8_scope.py ~/.cache/cakd/qat_cifar/export \\
+        --manifest ~/.cache/cakd/bench/data-train600-test250/manifest.json --out benchmarks/results/int8_scope.json
+
+``qat_cifar.py`` found cakd's INT8 files (post-training and QAT alike, every op quantised in QDQ form) no faster
+than FP32 at batch 8 for the CIFAR-10 pair-A ConvNeXt-Atto. This asks whether a narrower or different
+quantisation would be: from the export folder's FP32 ``model.onnx`` it makes, with onnxruntime's own
+``quantize_static`` (cakd's calibration images and settings: per-channel 7-bit weights, uint8 activations),
+
+- ``all-qdq``: every op (cakd's ``onnx-int8`` form); ``all-qoperator``: the same in QOperator form;
+- ``conv-qdq``: only ``Conv`` (LayerNorm, GELU, residual adds stay float, no Q/DQ churn between them);
+- ``pointwise-qdq`` / ``pointwise-qoperator``: only the 1x1 (pointwise) convolutions, depthwise ones float;
+- ``pointwise-8bit``: as ``pointwise-qdq`` with 8-bit weights (this CPU has AVX512-VNNI, where onnxruntime's
+  u8s8 kernels do not saturate),
+
+scores each on the test set (top-1, agreement with FP32) and times FP32 and every form on onnxruntime at
+batch 1 and 8 in interleaved rounds (cakd's bench timer), then profiles FP32 and each form at batch 8 per
+operator type (onnxruntime's profiler): how long the convolutions alone take in FP32 vs INT8 is the ceiling
+no quantisation scope can beat. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from rich.console import Console
+from rich.table import Table
+
+from cakd.export.bench import Timing, measure, pinned_threads
+from cakd.export.gate_data import gate_data
+from cakd.export.int8 import ImageCalibrationReader, int8_gate, logits_on
+from cakd.export.runtimes.base import Settings
+from cakd.export.runtimes.ort_cpu import options as ort_options
+from cakd.export.runtimes.ort_cpu import ort_runner
+from cakd.export.sysinfo import load_average, system_info
+from cakd.pipeline.fileio import write_json
+from cakd.pipeline.params import load_params
+
+FORMS = {  # name -> (op types to quantise or None for all, exclude depthwise convs, format, 7-bit weights)
+    "all-qdq": (None, False, QuantFormat.QDQ, True),
+    "all-qoperator": (None, False, QuantFormat.QOperator, True),
+    "conv-qdq": (["Conv"], False, QuantFormat.QDQ, True),
+    "pointwise-qdq": (["Conv"], True, QuantFormat.QDQ, True),
+    "pointwise-qoperator": (["Conv"], True, QuantFormat.QOperator, True),
+    "pointwise-8bit": (["Conv"], True, QuantFormat.QDQ, False),
+}
+
+
+def depthwise_convs(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def quantise(prepared: Path, out: Path, form: str, calib: torch.Tensor) -> Path:
+    ops, pointwise_only, fmt, reduce_range = FORMS[form]
+    exclude = depthwise_convs(onnx.load(prepared)) if pointwise_only else []
+    quantize_static(str(prepared), str(out), ImageCalibrationReader(calib), quant_format=fmt, per_channel=True,
+                    reduce_range=reduce_range, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=ops, nodes_to_exclude=exclude,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    return out
+
+
+def op_profile(path: Path, batch: int, threads: int, depthwise: list[str], calls: int = 200) -> dict[str, float]:
+    """Microseconds per call spent in each operator type; convolutions named in ``depthwise`` (the FP32 graph's
+    depthwise ones: onnxruntime's fused and quantised nodes keep their source node's name) counted apart."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling, opts.profile_file_prefix = True, str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal((batch, *inp.shape[1:]), dtype=np.float32)
+    for _ in range(calls):
+        session.run(None, {inp.name: x})
+    trace = Path(session.end_profiling())
+    events, totals = json.loads(trace.read_text()), Counter()
+    trace.unlink()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op, node = event["args"]["op_name"], event["name"].removesuffix("_kernel_time")
+            is_depthwise = "Conv" in op and any(node.startswith(name) for name in depthwise)
+            totals[op + (" (depthwise)" if is_depthwise else "")] += event["dur"]
+    return {op: us / calls for op, us in totals.most_common()}
+
+
+def run(args: argparse.Namespace) -> dict:
+    manifest = args.manifest.resolve()
+    data_params = json.loads(manifest.read_text())["params"]
+    overrides = [f"data.{k}={data_params[k]}" for k in ("name", "root", "img_size", "train_per_class",
+                                                        "test_per_class") if k in data_params]
+    params = load_params(args.params, overrides)
+    data = gate_data(params, manifest)
+    fp32_path = args.export / "model.onnx"
+    fp32_logits, labels = logits_on(fp32_path, data.test_loader)
+    work = Path(tempfile.mkdtemp(prefix="int8_scope-", dir=args.work.expanduser()))
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(fp32_path), str(prepared))
+    paths = {"fp32": fp32_path} | {form: quantise(prepared, work / f"{form}.onnx", form, data.calib_images)
+                                   for form in FORMS}
+    scores = {form: int8_gate(fp32_logits, logits_on(path, data.test_loader)[0], labels, max_drop=1.0,
+                              min_agreement=95.0) for form, path in paths.items()}
+    settings = Settings(args.threads, work, (1, 8), 0, "f32")
+    runners = [ort_runner(path, ort_options(settings)) for path in paths.values()]
+    with pinned_threads(args.threads):
+        stats = measure(runners, Timing((1, 8), args.warmup, args.runs, args.rounds))
+        depthwise = depthwise_convs(onnx.load(prepared))
+        profiles = {form: op_profile(path, 8, args.threads, depthwise) for form, path in paths.items()}
+    rows = {}
+    for i, form in enumerate(paths):
+        b1, b8 = stats[(i, 1)], stats[(i, 8)]
+        rows[form] = {"top1": scores[form]["top1"], "agreement": scores[form]["agreement"],
+                      "p50_ms_b1": b1["p50_ms"], "p50_ms_b8": b8["p50_ms"],
+                      "b8_round_spread_ms": [b8["p50_round_min_ms"], b8["p50_round_max_ms"]],
+                      "vs_fp32_b8": b8["p50_ms"] / stats[(0, 8)]["p50_ms"],
+                      "profile_b8_us": profiles[form]}
+    conv = lambda p: sum(us for op, us in p.items() if "Conv" in op)  # noqa: E731
+    ceiling = min(conv(rows[f]["profile_b8_us"]) for f in FORMS) / conv(rows["fp32"]["profile_b8_us"])
+    return {"export": str(args.export), "manifest": str(manifest), "threads": args.threads, "rows": rows,
+            "conv_only_ratio_b8": ceiling, "target_vs_fp32_b8": 0.7, "load_average": load_average(),
+            "system": system_info(args.threads), "command": " ".join(sys.argv)}
+
+
+def print_table(result: dict) -> None:
+    table = Table(title="onnxruntime CPU, INT8 forms of one FP32 model (p50 ms)")
+    for col in ("form", "top-1 %", "agreement %", "b1 ms", "b8 ms", "b8 vs FP32", "convs b8 us", "rest b8 us"):
+        table.add_column(col, justify="left" if col == "form" else "right")
+    for form, r in result["rows"].items():
+        conv = sum(us for op, us in r["profile_b8_us"].items() if "Conv" in op)
+        rest = sum(r["profile_b8_us"].values()) - conv
+        table.add_row(form, f"{r['top1']:.2f}", f"{r['agreement']:.1f}", f"{r['p50_ms_b1']:.3f}",
+                      f"{r['p50_ms_b8']:.3f}", f"{r['vs_fp32_b8']:.2f}", f"{conv:.0f}", f"{rest:.0f}")
+    Console(width=140).print(table)
+    print(f"convolutions alone, best INT8 form vs FP32 at batch 8: {result['conv_only_ratio_b8']:.2f}x "
+          f"(target for the whole model: <= {result['target_vs_fp32_b8']}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("export", type=Path, help="an export folder holding the FP32 model.onnx")
+    parser.add_argument("--manifest", type=Path, required=True, help="the manifest the model was trained on")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="calibration and timing settings")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_scope.json"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=40, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--work", type=Path, default=Path("~/.cache/cakd"), help="where the INT8 files go")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    result = run(args)
+    write_json(args.out, result)
+    print_table(result)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
