@@ -141,6 +141,12 @@ class ModelParams(Section):
         return self
 
 
+class StudentParams(ModelParams):
+    # This student's epochs, for its baseline and its distillation alike (one recipe for both); null =
+    # distill.epochs. Students converge at different speeds: a CNN that learns fast alone can use more.
+    epochs: int | None = Field(None, ge=1)
+
+
 class TrainParams(Section):
     """The optimisation recipe shared by teacher, baseline and distillation (distill may override)."""
 
@@ -426,7 +432,7 @@ class Params(Section):
     seed: int = Field(0, ge=0)
     data: DataParams = Field(default_factory=DataParams)
     teacher: ModelParams
-    students: dict[str, ModelParams]  # NAME -> student; each gets its own baseline, distill, eval, export
+    students: dict[str, StudentParams]  # NAME -> student; each gets its own baseline, distill, eval, export
     train: TrainParams = Field(default_factory=TrainParams)
     distill: DistillParams = Field(default_factory=DistillParams)
     export: ExportParams = Field(default_factory=ExportParams)
@@ -438,7 +444,7 @@ class Params(Section):
 
     @field_validator("students")
     @classmethod
-    def _usable_names(cls, students: dict[str, ModelParams]) -> dict[str, ModelParams]:
+    def _usable_names(cls, students: dict[str, StudentParams]) -> dict[str, StudentParams]:
         if not students:
             raise ValueError("name at least one student")
         check_student_names(students)
@@ -455,7 +461,7 @@ class Params(Section):
 
 class Student(NamedTuple):
     name: str
-    params: ModelParams
+    params: StudentParams
 
 
 def apply_override(tree: dict, assignment: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.params import apply_override, load_params
+from cakd.pipeline.stages.train import plan_for
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -99,3 +100,18 @@ def test_flags_show_no_value_in_help(command: str, capsys, monkeypatch) -> None:
     assert "<bool>" not in out, out  # '--resume', not '--resume <bool>': a flag takes no value
     flag = "--resume" if command != "export" else "--strict"
     assert re.search(rf"^  {flag} +\S", out, re.M), out
+
+
+def test_a_students_own_epochs_set_its_baseline_and_distillation_budget(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "params.yaml", tiny_params(
+        students={"fast": {"model": "mobilenetv2_050", "epochs": 3}, "plain": {"model": "mobilenetv2_050"}},
+        distill={"method": "kd", "epochs": 5}))
+    for method in ("ce", "kd"):  # the baseline and the distillation: one budget per student
+        params = load_params(path, [f"distill.method={method}"])
+        assert plan_for("student", params, params.student("fast")).epochs == 3
+        assert plan_for("student", params, params.student("plain")).epochs == 5
+    longer = load_params(path, ["students.fast.epochs=4"])
+    assert plan_for("student", longer, longer.student("fast")).run_parts != plan_for(
+        "student", params, params.student("fast")).run_parts  # a checkpoint of 3 epochs is not resumed as 4
+    with pytest.raises(CakdError, match="epochs"):
+        load_params(path, ["students.fast.epochs=0"])

@@ -44,12 +44,12 @@ def plan_for(role: Role, params: Params, student: Student | None = None) -> Plan
         return Plan(role, params.teacher, "ce", params.train.epochs, None, "teacher",
                     (params.teacher, params.train, params.data, params.seed))
     method = params.distill.method
-    epochs = params.train.epochs if params.distill.epochs is None else params.distill.epochs
+    student = student or params.student()
+    epochs = next(e for e in (student.params.epochs, params.distill.epochs, params.train.epochs) if e is not None)
     if epochs == 0:
         raise CakdError("a student needs at least one epoch: set distill.epochs (train.epochs: 0 only means "
                         "'use the teacher as is')")
     method_params = getattr(params.distill, method, None)
-    student = student or params.student()
     return Plan(role, student.params, method, epochs, params.distill.lr, method,
                 (student.params, params.train, params.data, params.seed, method, params.distill.epochs,
                  params.distill.lr, method_params))
