@@ -74,7 +74,8 @@ def test_summary_rows_int8_outcomes_teacher_source_and_deploy_lines(reports: Pat
         "tensorrt: nothing to deploy (no usable result: no GPU)"]
     assert ("vit: INT8: onnx-int8 rejected: top-1 80.00% vs FP32 83.00% (drop 3.00 points, allowed 1) on 200 images"
             in err)
-    assert "cnn: INT8: onnx-int8 top-1 91.00% (drop 0.50 points, 98.0% agreement with FP32 on 200 images)" in err
+    assert ("cnn: INT8: onnx-int8 top-1 91.00% (drop 0.50 points, 98.0% agreement with FP32 on 200 images); "
+            "but the bench's runtime check failed on openvino onnx-int8: why") in err  # gate passed, a runtime not
     assert "fine-tuned from weights/resnet18.pt, sha256 abababababab" in err
 
     summary = json.loads((reports / "reports/summary.json").read_text())
@@ -83,6 +84,7 @@ def test_summary_rows_int8_outcomes_teacher_source_and_deploy_lines(reports: Pat
     assert (vit["model"], vit["gain"], vit["int8_shipped"]) == ("deit_tiny_patch16_224", 31.0, None)
     assert vit["latency_ms"] == {"onnxruntime/fp32": 0.57}  # the rejected INT8 has no latency to offer
     assert cnn["latency_ms"] == {"openvino/fp32": 0.3} and cnn["int8_shipped"] == "onnx-int8"
+    assert cnn["runtime_failures"] == ["openvino onnx-int8: why"] and vit["runtime_failures"] == []
     assert summary["deploy"]["onnxruntime"]["model"] == "teacher"
 
 

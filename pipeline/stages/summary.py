@@ -56,6 +56,13 @@ def latency_of(rows: list[BenchRow], label: str) -> dict[str, float]:
             for r in rows if r.model == label and r.batch_size == 1 and r.status == "ok"}
 
 
+def runtime_failures(rows: list[BenchRow], label: str) -> list[str]:
+    """Files that passed their export gates yet failed the bench's check on a runtime (another runtime's
+    answers for the same file, e.g. an INT8 file one runtime executes differently): ``runtime artefact: why``."""
+    failed = {(r.runtime, r.artefact): r.reason for r in rows if r.model == label and r.status == "failed"}
+    return [f"{runtime} {artefact}: {reason}" for (runtime, artefact), reason in failed.items()]
+
+
 def export_entry(folder: Path) -> dict:
     artefacts = read_export(folder).report["artefacts"]
     parity = artefacts["onnx"].get("parity") or {}
@@ -73,7 +80,8 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     teacher_export = export_entry(layout.export_dir("teacher", exports))
     result = {"teacher": {"model": teacher["model"], "top1": teacher["accuracy"],
                           "source": teacher.get("teacher_source"), **teacher_export,
-                          "latency_ms": latency_of(rows, "teacher")},
+                          "latency_ms": latency_of(rows, "teacher"),
+                          "runtime_failures": runtime_failures(rows, "teacher")},
               "students": {}}
     for name, model in students.items():
         evaluation = read_json(layout.student_report(name, "eval", reports), f"evaluation of student {name}")
@@ -85,6 +93,7 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
             "gain": evaluation["gain_over_baseline"],
             **export_entry(layout.export_dir(name, exports)),
             "latency_ms": latency_of(rows, name),
+            "runtime_failures": runtime_failures(rows, name),
         }
     result["deploy"] = {p.runtime: {k: v for k, v in p.to_dict().items() if k != "runtime"} for p in chosen}
     result["deploy_lines"] = [p.line for p in chosen]
@@ -107,6 +116,11 @@ def _parity(entry: dict) -> str:
     return f"{entry['onnx_max_abs_diff']:.1e}, {100 * entry['onnx_top1_agreement']:.0f}%"
 
 
+def _failures(entry: dict) -> str:
+    failures = entry["runtime_failures"]
+    return f"; but the bench's runtime check failed on {'; '.join(failures)}" if failures else ""
+
+
 def print_summary(summary: dict) -> None:
     """The table of numbers, then plain lines (never wrapped, easy to grep): INT8 outcomes, teacher, picks."""
     table = Table(title="cakd summary (test set; latency p50 at batch 1)")
@@ -118,9 +132,10 @@ def print_summary(summary: dict) -> None:
                       f"{s['gain']:+.2f}", _parity(s), latency)
     console.print(table)
     for name, s in summary["students"].items():
-        console.print(escape(f"{name}: {s['int8']}"))
+        console.print(escape(f"{name}: {s['int8']}{_failures(s)}"))
     t = summary["teacher"]
-    console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"))
+    console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"
+                         f"{_failures(t)}"))
     for line in summary["deploy_lines"]:
         console.print(escape(line))
 
