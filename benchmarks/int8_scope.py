@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from collections import Counter
@@ -40,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cakd.export.bench import Timing, measure, pinned_threads
-from cakd.export.gate_data import gate_data
+from cakd.export.gate_data import GateData, gate_data
 from cakd.export.int8 import ImageCalibrationReader, int8_gate, logits_on
 from cakd.export.runtimes.base import Settings
 from cakd.export.runtimes.ort_cpu import options as ort_options
@@ -48,6 +47,9 @@ from cakd.export.runtimes.ort_cpu import ort_runner
 from cakd.export.sysinfo import load_average, system_info
 from cakd.pipeline.fileio import write_json
 from cakd.pipeline.params import load_params
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qat_cifar import data_overrides  # noqa: E402  (the manifest's data section, as qat_cifar.py reads it)
 
 FORMS = {  # name -> (op types to quantise or None for all, exclude depthwise convs, format, 7-bit weights)
     "all-qdq": (None, False, QuantFormat.QDQ, True),
@@ -98,14 +100,25 @@ def op_profile(path: Path, batch: int, threads: int, depthwise: list[str], calls
 
 def run(args: argparse.Namespace) -> dict:
     manifest = args.manifest.resolve()
-    data_params = json.loads(manifest.read_text())["params"]
-    overrides = [f"data.{k}={data_params[k]}" for k in ("name", "root", "img_size", "train_per_class",
-                                                        "test_per_class") if k in data_params]
-    params = load_params(args.params, overrides)
-    data = gate_data(params, manifest)
+    data = gate_data(load_params(args.params, data_overrides(manifest)), manifest)
     fp32_path = args.export / "model.onnx"
     fp32_logits, labels = logits_on(fp32_path, data.test_loader)
-    work = Path(tempfile.mkdtemp(prefix="int8_scope-", dir=args.work.expanduser()))
+    with tempfile.TemporaryDirectory(prefix="int8_scope-", dir=args.work.expanduser()) as tmp:
+        rows = measure_forms(args, fp32_path, Path(tmp), data, fp32_logits, labels)
+    ceiling = min(conv_us(rows[f]["profile_b8_us"]) for f in FORMS) / conv_us(rows["fp32"]["profile_b8_us"])
+    return {"export": str(args.export), "manifest": str(manifest), "threads": args.threads, "rows": rows,
+            "conv_only_ratio_b8": ceiling, "target_vs_fp32_b8": 0.7, "load_average": load_average(),
+            "system": system_info(args.threads), "command": " ".join(sys.argv)}
+
+
+def conv_us(profile: dict[str, float]) -> float:
+    """Microseconds per call in the convolutions (FP32 or INT8, depthwise or not)."""
+    return sum(us for op, us in profile.items() if "Conv" in op)
+
+
+def measure_forms(args: argparse.Namespace, fp32_path: Path, work: Path, data: GateData, fp32_logits: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, dict]:
+    """Every form made in ``work`` (removed afterwards), scored, timed and profiled; FP32 first."""
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared))
     paths = {"fp32": fp32_path} | {form: quantise(prepared, work / f"{form}.onnx", form, data.calib_images)
@@ -126,11 +139,7 @@ def run(args: argparse.Namespace) -> dict:
                       "b8_round_spread_ms": [b8["p50_round_min_ms"], b8["p50_round_max_ms"]],
                       "vs_fp32_b8": b8["p50_ms"] / stats[(0, 8)]["p50_ms"],
                       "profile_b8_us": profiles[form]}
-    conv = lambda p: sum(us for op, us in p.items() if "Conv" in op)  # noqa: E731
-    ceiling = min(conv(rows[f]["profile_b8_us"]) for f in FORMS) / conv(rows["fp32"]["profile_b8_us"])
-    return {"export": str(args.export), "manifest": str(manifest), "threads": args.threads, "rows": rows,
-            "conv_only_ratio_b8": ceiling, "target_vs_fp32_b8": 0.7, "load_average": load_average(),
-            "system": system_info(args.threads), "command": " ".join(sys.argv)}
+    return rows
 
 
 def print_table(result: dict) -> None:
@@ -138,7 +147,7 @@ def print_table(result: dict) -> None:
     for col in ("form", "top-1 %", "agreement %", "b1 ms", "b8 ms", "b8 vs FP32", "convs b8 us", "rest b8 us"):
         table.add_column(col, justify="left" if col == "form" else "right")
     for form, r in result["rows"].items():
-        conv = sum(us for op, us in r["profile_b8_us"].items() if "Conv" in op)
+        conv = conv_us(r["profile_b8_us"])
         rest = sum(r["profile_b8_us"].values()) - conv
         table.add_row(form, f"{r['top1']:.2f}", f"{r['agreement']:.1f}", f"{r['p50_ms_b1']:.3f}",
                       f"{r['p50_ms_b8']:.3f}", f"{r['vs_fp32_b8']:.2f}", f"{conv:.0f}", f"{rest:.0f}")
@@ -159,7 +168,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--work", type=Path, default=Path("~/.cache/cakd"), help="where the INT8 files go")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     result = run(args)
     write_json(args.out, result)
     print_table(result)
