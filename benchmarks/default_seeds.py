@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_methods import code_hash, spread  # noqa: E402
 
-from cakd.pipeline.fileio import read_json, write_json  # noqa: E402
+from cakd.pipeline.files.fileio import read_json, write_json  # noqa: E402
 
 
 def key_of(*parts: object) -> str:

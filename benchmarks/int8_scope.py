@@ -38,15 +38,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from rich.console import Console
 from rich.table import Table
 
-from cakd.export.bench import Timing, measure, pinned_threads
-from cakd.export.gate_data import GateData, gate_data
-from cakd.export.int8 import ImageCalibrationReader, int8_gate, logits_on
+from cakd.export.make.gate_data import GateData, gate_data
+from cakd.export.make.int8 import ImageCalibrationReader, int8_gate, logits_on
+from cakd.export.measure.bench import Timing, measure, pinned_threads
+from cakd.export.measure.sysinfo import load_average, system_info
 from cakd.export.runtimes.base import Settings
 from cakd.export.runtimes.ort_cpu import options as ort_options
 from cakd.export.runtimes.ort_cpu import ort_runner
-from cakd.export.sysinfo import load_average, system_info
-from cakd.pipeline.fileio import write_json
-from cakd.pipeline.params import load_params
+from cakd.pipeline.files.fileio import write_json
+from cakd.pipeline.settings.params import load_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qat_cifar import data_overrides  # noqa: E402  (the manifest's data section, as qat_cifar.py reads it)

@@ -6,8 +6,8 @@
 Clones the repository at ``--rev`` into a temporary folder (a fresh clone: no artefacts, no DVC cache) and runs
 ``dvc repro`` there with ``--venv``'s ``cakd`` (install that venv from the same commit). Each stage's wall time
 is taken from outside by a small ``cakd`` shim first on PATH (so any commit can be measured); processes of a
-cakd that has ``cakd.pipeline.profiling`` also report, with ``CAKD_PROFILE``, their start-up/import time and the
-seconds of each phase: data, training (the optimisation epochs), evaluation, export (ONNX export, parity,
+cakd that has ``cakd.pipeline.reporting.profiling`` also report, with ``CAKD_PROFILE``, their start-up/import time
+and the seconds of each phase: data, training (the optimisation epochs), evaluation, export (ONNX export, parity,
 INT8 calibration and gates), timing (runtime loading, accuracy per runtime, timed calls) and reports. What no
 phase covers is ``other``; the time between stages is DVC's. Writes a table and ``--out`` (JSON).
 Run it on an otherwise idle machine: the JSON records the load average before and after.
@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {  # the issue's split: phase names as cakd.pipeline.profiling records them -> column
+GROUPS = {  # the issue's split: phase names as cakd.pipeline.reporting.profiling records them -> column
     "data": "data", "training": "training", "evaluation": "evaluation",
     "onnx-export": "export", "parity": "export", "int8-calibration": "export", "int8-gate": "export",
     "runtime-load": "timing", "bench-accuracy": "timing", "timing": "timing", "reports": "reports",
@@ -125,7 +125,7 @@ def main() -> None:
     rows = split(shim, profile)
     print_rows(rows, wall)
     total = total_row(rows, wall)
-    profiled = bool(profile)  # a commit before cakd.pipeline.profiling reports no phases: its split is unknown
+    profiled = bool(profile)  # a commit before cakd's profiling module reports no phases: its split is unknown
     training = total["training"] if profiled else None
     result = {"rev": rev, "venv": str(args.venv), "wall_s": wall, "dvc_s": wall - total["wall"], "profiled": profiled,
               "training_s": training, "non_training_share": None if training is None else (wall - training) / wall,

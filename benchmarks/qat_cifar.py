@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.files.fileio import read_json, write_json
 
 DEFAULT_GATE = {"int8_max_drop": 1.0, "int8_min_agreement": 95.0}
 TARGETS = {"qat_vs_fp32_ort_b8": "<= 0.7", "qat_top1_drop_ort": "<= 1.0", "qat_top1_drop_openvino": "<= 1.0"}

@@ -35,7 +35,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from cakd.pipeline.fileio import read_json, write_json
+from cakd.pipeline.files.fileio import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = ".shortlist_check"  # a work folder this script made (and may empty)
@@ -70,7 +70,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 def new_project(folder: Path, assignments: list[str]) -> Path:
     """A git + DVC repository holding this repository's pipeline, with the overrides written into params.yaml."""
-    from cakd.pipeline.params import apply_override
+    from cakd.pipeline.settings.params import apply_override
 
     if folder.exists():
         if not (folder / MARK).exists():

@@ -1,3 +1,3 @@
 """Deployment: ONNX / INT8 / TensorRT export with parity gates, and latency benchmarks."""
 
-import cakd.pipeline  # noqa: F401  (switches the runtimes' telemetry off before any of them is imported)
+from .. import pipeline  # noqa: F401  (switches the runtimes' telemetry off before any of them is imported)

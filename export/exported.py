@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import read_json
-from cakd.pipeline.params import check_model_shape
+from ..pipeline.errors import CakdError
+from ..pipeline.files.fileio import read_json
+from ..pipeline.settings.params import check_model_shape
 
 Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
                    "onnx-int8-qat-cpu"]

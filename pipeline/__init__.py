@@ -1,6 +1,6 @@
 """cakd: cross-architecture knowledge distillation through a fused assistant."""
 
-from cakd.pipeline.telemetry import switch_off
+from .files.telemetry import switch_off
 
 __version__ = "0.1.0"
 

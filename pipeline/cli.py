@@ -15,10 +15,11 @@ from typing import Annotated
 
 import typer
 
-from cakd.pipeline import layout, profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded, check_out_dir
-from cakd.pipeline.params import KnownNames, Params, load_params
+from .errors import CakdError
+from .files import layout
+from .files.fileio import bounded, check_out_dir
+from .reporting import profiling
+from .settings.params import KnownNames, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")
@@ -35,7 +36,7 @@ DATA = layout.MANIFEST
 
 def _print_version(value: bool) -> None:
     if value:
-        from cakd.pipeline import __version__
+        from . import __version__
 
         print(f"cakd {__version__}")
         raise typer.Exit()
@@ -49,10 +50,10 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
 
 def known_names() -> KnownNames:
     """The names params.yaml may use, from their owners: models, distillation methods, data sources, runtimes."""
-    from cakd.export.runtimes import RUNTIMES
-    from cakd.pipeline.data import available_sources
-    from cakd.pipeline.distill import METHODS
-    from cakd.pipeline.models import available_models
+    from ..export.runtimes import RUNTIMES
+    from .data import available_sources
+    from .distill import METHODS
+    from .models import available_models
 
     return {"models": available_models(), "methods": list(METHODS), "datasets": available_sources(),
             "runtimes": list(RUNTIMES)}
@@ -75,7 +76,7 @@ def _outputs(folder: Path, file: Path | None) -> None:
 def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             out: Path = Path("artifacts/data")) -> None:
     """Scan and validate the dataset; write the manifest later stages read."""
-    from cakd.pipeline.stages import prepare as stage
+    from .stages import prepare as stage
 
     cfg = _params(params, set_)
     check_out_dir(out)
@@ -87,7 +88,7 @@ def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = 
                   data: Path = DATA, out: Path = layout.TEACHER_DIR, metrics: MetricsOption = None,
                   resume: ResumeOption = False) -> None:
     """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
-    from cakd.pipeline.stages import train as stage
+    from .stages import train as stage
 
     cfg = _params(params, set_)
     _outputs(out, metrics)
@@ -102,7 +103,7 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
             method: Annotated[str | None, typer.Option(help="override distill.method")] = None,
             metrics: MetricsOption = None, resume: ResumeOption = False) -> None:
     """Distill the teacher into the student (method 'ce' trains the student alone: the baseline)."""
-    from cakd.pipeline.stages import train as stage
+    from .stages import train as stage
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
     cfg = _params(params, overrides)
@@ -125,7 +126,7 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
              out: Annotated[Path | None, typer.Option(help="default: artifacts/students/NAME/eval")] = None,
              metrics: MetricsOption = None) -> None:
     """Top-1/top-5, per-class accuracy, calibration and confusion matrices; the gain over the baseline."""
-    from cakd.pipeline.stages import evaluate as stage
+    from .stages import evaluate as stage
 
     cfg = _params(params, set_)
     chosen = cfg.student(student)
@@ -162,7 +163,7 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
                                                          "--checkpoint)")] = None) -> None:
     """Export a checkpoint: every artefact deploy.runtimes consume (ONNX, FP16, INT8, TensorRT's INT8, and the
     quantisation-aware INT8 when qat.mode asks for it), gated."""
-    from cakd.pipeline.stages import export as stage
+    from .stages import export as stage
 
     overrides = list(set_ or []) + (["export.strict=true"] if strict else [])
     if precision:
@@ -191,7 +192,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
                   = None
                   ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
-    from cakd.pipeline.stages import bench as stage
+    from .stages import bench as stage
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
     cfg = _params(params, overrides)
@@ -212,7 +213,7 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
                                                          "dvc repro shortlist): print and apply it, measure nothing")]
               = None) -> None:
     """Time untrained candidate students on the target runtime against a latency budget; rank them; --apply K."""
-    from cakd.pipeline.stages import shortlist as stage
+    from .stages import shortlist as stage
 
     known = known_names()
     cfg = load_params(params, set_ or [], known)
@@ -228,7 +229,7 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
             exports: Annotated[Path, typer.Option(help="folder of the export/NAME folders")] = layout.EXPORTS,
             bench: Path = layout.BENCH_JSON, out: Path = layout.SUMMARY) -> None:
     """The pipeline's closing table: per student accuracy, gain, parity and INT8; what to deploy per runtime."""
-    from cakd.pipeline.stages import summary as stage
+    from .stages import summary as stage
 
     # it only restates reports: params' names need no check here, and checking them imports every owner (~4 s)
     students = {name: student.model for name, student in load_params(params, set_ or []).students.items()}

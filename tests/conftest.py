@@ -76,7 +76,7 @@ def run_cakd_here(args: list[str], cwd: Path, capsys: pytest.CaptureFixture, mon
 def project(tmp_path: Path) -> Path:
     """A working folder with a tiny params.yaml and the prepared digits manifest."""
     from cakd.pipeline.data import prepare_data
-    from cakd.pipeline.params import Params
+    from cakd.pipeline.settings.params import Params
 
     params = tiny_params()
     write_params(tmp_path / "params.yaml", params)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cakd.pipeline.params import Params
+from cakd.pipeline.settings.params import Params
 
 try:
     import tomllib
@@ -34,22 +34,31 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The product modules a file imports anywhere in it (function-level imports included): ``from a.b import
-    c`` counts a.b.c when c is a module, else a.b."""
+def package_of(name: str, path: Path) -> str:
+    """The package a module's relative imports start from (a package's __init__ is its own package)."""
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The product modules a file imports anywhere in it (function-level imports included), relative imports
+    resolved as Python resolves them: ``from a.b import c`` counts a.b.c when c is a module, else a.b."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                      for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package_of(name, path).split(".")
+                anchor = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{anchor}.{base}" if base else anchor
+            names |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
     return {n for n in names if n in known}
 
 
 def graph() -> dict[str, set[str]]:
     found = modules()
-    return {name: imports_of(path, set(found)) for name, path in found.items()}
+    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
 
 
 def test_no_import_circle() -> None:
@@ -120,10 +129,11 @@ def test_params_yaml_and_the_schema_have_one_set_of_defaults() -> None:
 def test_the_bench_only_reads_artefacts() -> None:
     """The bench's modules reach no exporter or quantiser, directly or through what they import; a file given
     by hand is exported by the bench stage through cakd export's own function, before the bench sees it."""
-    edges, makers = graph(), {"cakd.export.onnx_export", "cakd.export.int8", "cakd.export.artefacts",
-                              "cakd.export.qat"}
-    bench = {"cakd.export.bench", "cakd.export.bench_inputs", "cakd.export.bench_accuracy", "cakd.export.picks",
-             "cakd.export.report", "cakd.export.rows"}
+    edges = graph()
+    makers = {"cakd.export.make.onnx_export", "cakd.export.make.int8", "cakd.export.make.artefacts",
+              "cakd.export.make.qat"}
+    bench = {"cakd.export.measure.bench", "cakd.export.measure.bench_inputs", "cakd.export.measure.bench_accuracy",
+             "cakd.export.decide.picks", "cakd.export.decide.report", "cakd.export.measure.rows"}
     reached, todo = set(), list(bench)
     while todo:
         for target in edges[todo.pop()] - reached:

@@ -11,7 +11,7 @@ from cakd.pipeline.distill.assistant import build_fused_assistant
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model
 from cakd.pipeline.models.base import StagedModel, StageShape
-from cakd.pipeline.params import DistillParams
+from cakd.pipeline.settings.params import DistillParams
 
 torch.set_num_threads(1)
 

@@ -14,21 +14,21 @@ import torch
 from onnx import numpy_helper
 from torch.utils.data import Dataset
 
-from cakd.export.artefacts import export_model
-from cakd.export.bench import latency_stats
-from cakd.export.bench_inputs import resolve, unique_labels
-from cakd.export.gate_data import GateData, gate_data
-from cakd.export.int8 import quantize_int8
-from cakd.export.onnx_export import export_fp32
-from cakd.export.picks import pick_for
-from cakd.export.report import pareto_front
-from cakd.export.rows import BenchRow
+from cakd.export.decide.picks import pick_for
+from cakd.export.decide.report import pareto_front
+from cakd.export.make.artefacts import export_model
+from cakd.export.make.gate_data import GateData, gate_data
+from cakd.export.make.int8 import quantize_int8
+from cakd.export.make.onnx_export import export_fp32
+from cakd.export.measure.bench import latency_stats
+from cakd.export.measure.bench_inputs import resolve, unique_labels
+from cakd.export.measure.rows import BenchRow
 from cakd.export.runtimes import RUNTIMES
 from cakd.pipeline.cli import known_names
 from cakd.pipeline.data import build_datasets, load_manifest, prepare_data
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model, load_model, save_model
-from cakd.pipeline.params import Params
+from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import bench
 from tests.conftest import run_cakd_here, write_params
 from tests.test_export_int8 import _activation_zero_points, int32_dequantize_nodes

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cakd.pipeline.checkpoints import load_checkpoint
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.files.checkpoints import load_checkpoint
 from tests.conftest import run_cakd_here, tiny_params, write_params
 
 

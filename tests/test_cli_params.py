@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import apply_override, load_params
+from cakd.pipeline.settings.params import apply_override, load_params
 from cakd.pipeline.stages.train import plan_for
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 

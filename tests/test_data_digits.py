@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from cakd.pipeline.data import build_datasets, build_mixup, load_manifest, prepare_data
 from cakd.pipeline.data.digits import load_digits as load_pool
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import DataParams
+from cakd.pipeline.settings.params import DataParams
 
 torch.set_num_threads(2)
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import DataParams
+from cakd.pipeline.settings.params import DataParams
 from tests.conftest import run_cakd, tiny_params, write_params
 
 torch.set_num_threads(2)

@@ -21,7 +21,7 @@ from torchvision import datasets
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.data.torchvision_sets import load_torchvision
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import DataParams
+from cakd.pipeline.settings.params import DataParams
 
 torch.set_num_threads(2)
 

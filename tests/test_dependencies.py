@@ -33,7 +33,7 @@ from pathlib import Path
 before, roots = set(sys.modules), [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]
 import torch
 from torch import nn
-from cakd.export.onnx_export import export_fp32
+from cakd.export.make.onnx_export import export_fp32
 model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
 export_fp32(model, Path(sys.argv[1]), img_size=8, in_chans=3, opset=18, parity_images=torch.rand(2, 3, 8, 8), atol=1e-4)
 owners = set()

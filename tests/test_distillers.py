@@ -14,7 +14,7 @@ from cakd.pipeline.distill.losses import dkd_loss, kd_loss, ofa_loss
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model
 from cakd.pipeline.models.base import ModelOutput, StagedModel
-from cakd.pipeline.params import DistillParams, FBTParams
+from cakd.pipeline.settings.params import DistillParams, FBTParams
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import pytest
 
 from cakd.export.exported import FILES
 from cakd.export.runtimes.tensorrt_gpu import write_trtexec_script
-from cakd.pipeline.params import ExportParams
+from cakd.pipeline.settings.params import ExportParams
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

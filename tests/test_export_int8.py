@@ -13,15 +13,15 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cakd.export.bench import pinned_threads
-from cakd.export.bench_inputs import onnx_artefact
-from cakd.export.int8 import export_int8, int8_gate, quantize_int8
-from cakd.export.onnx_export import export_fp32
+from cakd.export.make.int8 import export_int8, int8_gate, quantize_int8
+from cakd.export.make.onnx_export import export_fp32
+from cakd.export.measure.bench import pinned_threads
+from cakd.export.measure.bench_inputs import onnx_artefact
 from cakd.export.runtimes.ort_cpu import options, ort_runner
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.metrics import top1_accuracy
-from cakd.pipeline.params import DataParams
+from cakd.pipeline.reporting.metrics import top1_accuracy
+from cakd.pipeline.settings.params import DataParams
 
 IMG = 16
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cakd.export.onnx_export import export_fp16, export_fp32
+from cakd.export.make.onnx_export import export_fp16, export_fp32
 from cakd.export.runtimes.ort_cpu import options, ort_runner
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model

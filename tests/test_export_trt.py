@@ -15,7 +15,7 @@ from cakd.export.runtimes.tensorrt_gpu import unavailable as tensorrt_unavailabl
 from cakd.pipeline.data import prepare_data
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model, save_model
-from cakd.pipeline.params import Params
+from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import export
 
 without_tensorrt = pytest.mark.skipif(

@@ -29,9 +29,9 @@ from cakd.export.runtimes.ort_cpu import ort_runner
 from cakd.pipeline.data import prepare_data
 from cakd.pipeline.data.datasets import MAX_IMAGE_BYTES
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import TEMP_MARK
+from cakd.pipeline.files.fileio import TEMP_MARK
 from cakd.pipeline.models import ModelSpec, create_model, load_model, save_model
-from cakd.pipeline.params import Params, load_params
+from cakd.pipeline.settings.params import Params, load_params
 from tests.conftest import run_cakd_here, tiny_params, write_params
 
 IMG = 16

@@ -11,9 +11,9 @@ from torch.utils.data import TensorDataset
 
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.metrics import top1_accuracy
 from cakd.pipeline.models import ModelSpec, create_model
-from cakd.pipeline.params import TrainParams
+from cakd.pipeline.reporting.metrics import top1_accuracy
+from cakd.pipeline.settings.params import TrainParams
 from cakd.pipeline.training.loop import (
     Run,
     RunState,

@@ -19,13 +19,13 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from cakd.export.artefacts import _uncovered_rejections
-from cakd.export.bench import pinned_threads
-from cakd.export.bench_accuracy import accuracy
+from cakd.export.make.artefacts import _uncovered_rejections
+from cakd.export.measure.bench import pinned_threads
+from cakd.export.measure.bench_accuracy import accuracy
 from cakd.export.runtimes import RUNTIMES, Session, Settings
 from cakd.pipeline.data import build_datasets, load_manifest
 from cakd.pipeline.models import ModelSpec, create_model, save_model
-from cakd.pipeline.params import Params
+from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import export as export_stage
 from cakd.pipeline.stages.summary import int8_outcome
 from tests.conftest import run_cakd, tiny_params, write_params
@@ -272,3 +272,4 @@ def test_a_killed_qat_resumes_from_its_last_epoch(project: Path) -> None:
     entry = json.loads((project / "killed/export.json").read_text())["artefacts"][QAT]
     assert (entry["qat"]["resumed_from_epoch"], entry["qat"]["epochs_run"]) == (1, 2)
     assert entry["status"] in ("ok", "rejected") and entry["gate"]["images"] == 100
+

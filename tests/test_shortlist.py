@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cakd.export.profile import Profiled, judge, rank
-from cakd.export.rows import BenchRow
+from cakd.export.decide.profile import Profiled, judge, rank
+from cakd.export.measure.rows import BenchRow
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec
-from cakd.pipeline.params import load_params
-from cakd.pipeline.params_file import replace_students
+from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.params_file import replace_students
 from tests.conftest import TINY_VIT, run_cakd, run_cakd_here, tiny_params, write_params
 
 ROOT = Path(__file__).resolve().parents[1]

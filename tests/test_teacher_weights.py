@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from cakd.pipeline.models import load_model, model_from_params
-from cakd.pipeline.params import ModelParams
+from cakd.pipeline.settings.params import ModelParams
 from tests.conftest import TINY_VIT, run_cakd, run_cakd_here, tiny_params, write_params
 
 
@@ -122,7 +122,8 @@ def test_pretrained_offline_uses_the_local_cache_or_says_it_lacks_it(project: Pa
     tmp_path = project
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code = ("from cakd.pipeline.models import model_from_params; from cakd.pipeline.params import ModelParams; "
+    code = ("from cakd.pipeline.models import model_from_params; "
+            "from cakd.pipeline.settings.params import ModelParams; "
             "m, s = model_from_params(ModelParams(model='resnet10t', pretrained=True), 10, 72); print(s.report)")
     write_params(tmp_path / "params.yaml", tiny_params(teacher={"model": "resnet10t", "pretrained": True,
                                                                  "kwargs": {}}))

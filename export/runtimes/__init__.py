@@ -9,8 +9,8 @@ plus one entry below.
 
 from __future__ import annotations
 
-from cakd.export.runtimes import openvino_cpu, ort_cpu, ort_cuda, tensorrt_gpu, torch_cpu, torch_cuda
-from cakd.export.runtimes.base import Artefact, Precision, Runner, Runtime, Session, Settings
+from . import openvino_cpu, ort_cpu, ort_cuda, tensorrt_gpu, torch_cpu, torch_cuda
+from .base import Artefact, Precision, Runner, Runtime, Session, Settings
 
 RUNTIMES: dict[str, Runtime] = {module.RUNTIME.name: module.RUNTIME for module in (
     torch_cpu, torch_cuda, ort_cpu, ort_cuda, openvino_cpu, tensorrt_gpu)}

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cakd.export.exported import Artefact  # noqa: F401  (the files runtimes consume: see exported.py)
+from ..exported import Artefact  # noqa: F401  (the files runtimes consume: see exported.py)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

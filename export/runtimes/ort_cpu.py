@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
-from cakd.pipeline.errors import CakdError
+from ...pipeline.errors import CakdError
+from .base import Runner, Runtime, Session, Settings
 
 
 def session_options(options: dict) -> ort.SessionOptions:

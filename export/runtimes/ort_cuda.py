@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
-from cakd.export.runtimes import ort_cpu
-from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
+from . import ort_cpu
+from .base import Runner, Runtime, Session, Settings
 
 
 def unavailable() -> str | None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from cakd.export.runtimes.base import INPUT_NAME, Precision, Runner, Runtime, Session, Settings
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_path, write_json, write_text
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import atomic_path, write_json, write_text
+from .base import INPUT_NAME, Precision, Runner, Runtime, Session, Settings
 
 
 def unavailable() -> str | None:

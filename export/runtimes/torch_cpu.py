@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
+from .base import Runner, Runtime, Session, Settings
 
 
 def torch_runner(model: nn.Module, img_size: int, in_chans: int = 3, device: str = "cpu") -> Runner:

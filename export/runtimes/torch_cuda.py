@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
-from cakd.export.runtimes.torch_cpu import torch_runner
+from .base import Runner, Runtime, Session, Settings
+from .torch_cpu import torch_runner
 
 
 def unavailable() -> str | None:

@@ -4,10 +4,10 @@
 ``build_datasets`` rebuilds the train/test datasets from it; ``build_mixup`` gives timm's Mixup or None.
 """
 
-from cakd.pipeline.data.build import build_datasets, spread_sample
-from cakd.pipeline.data.manifest import load_manifest
-from cakd.pipeline.data.mixup import build_mixup
-from cakd.pipeline.data.prepare import prepare_data
-from cakd.pipeline.data.sources import available_sources
+from .build import build_datasets, spread_sample
+from .manifest import load_manifest
+from .mixup import build_mixup
+from .prepare import prepare_data
+from .sources import available_sources
 
 __all__ = ["available_sources", "build_datasets", "build_mixup", "load_manifest", "prepare_data", "spread_sample"]

@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cakd.pipeline.data.datasets import ImageFileDataset, TensorImageDataset
-from cakd.pipeline.data.manifest import check_manifest
-from cakd.pipeline.data.pools import Pools
-from cakd.pipeline.data.sources import load_pools
-from cakd.pipeline.data.transforms import build_transform, to_size
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import DataParams
+from ..errors import CakdError
+from ..settings.params import DataParams
+from .datasets import ImageFileDataset, TensorImageDataset
+from .manifest import check_manifest
+from .pools import Pools
+from .sources import load_pools
+from .transforms import build_transform, to_size
 
 # In-memory sources are resized once up front when the result stays below this; larger ones (e.g. CIFAR
 # at 224 px, ~9 GB) are resized per item instead.

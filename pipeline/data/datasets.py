@@ -12,8 +12,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import read_regular
+from ..errors import CakdError
+from ..files.fileio import read_regular
 
 # An image costs at most this much to read and decode, whatever the file claims: a 140 KB PNG of 12000x12000
 # decodes to 432 MB (PIL only warns below 179 M pixels), a symlink to /dev/zero reads forever.

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cakd.pipeline.data.pools import Pools
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
+from .pools import Pools
 
 
 def bundled_digits_file() -> Path:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import read_regular
+from ..errors import CakdError
+from ..files.fileio import read_regular
 
 # Compression by its magic bytes, whatever the file is called; each makes a fresh streaming decompressor.
 DECOMPRESSORS: dict[bytes, tuple[str, Callable[[], Any]]] = {

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
-from cakd.pipeline.data.datasets import read_image
-from cakd.pipeline.data.stats import ChannelStats
-from cakd.pipeline.data.subset import class_orders
-from cakd.pipeline.data.transforms import eval_geometry
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import DataParams
+from ..errors import CakdError
+from ..settings.params import DataParams
+from .datasets import read_image
+from .stats import ChannelStats
+from .subset import class_orders
+from .transforms import eval_geometry
 
 EVAL_DIRS = ("val", "test")  # first one present is the test split
 

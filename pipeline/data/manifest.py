@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import read_json
-from cakd.pipeline.params import DataParams
+from ..errors import CakdError
+from ..files.fileio import read_json
+from ..settings.params import DataParams
 
 REQUIRED = ("source", "params", "seed", "classes", "num_classes", "img_size", "mean", "std", "counts",
             "content_hash", "splits")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from timm.data import Mixup
 
-from cakd.pipeline.params import DataParams
+from ..settings.params import DataParams
 
 
 def build_mixup(cfg: DataParams, num_classes: int) -> Mixup | None:

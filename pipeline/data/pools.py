@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cakd.pipeline.data.stats import ChannelStats
-from cakd.pipeline.data.transforms import to_size
+from .stats import ChannelStats
+from .transforms import to_size
 
 
 @dataclass

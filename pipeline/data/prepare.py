@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from cakd.pipeline.data.digits import stratified_split
-from cakd.pipeline.data.imagefolder import prepare_imagefolder
-from cakd.pipeline.data.manifest import selection_params
-from cakd.pipeline.data.sources import load_pools
-from cakd.pipeline.data.subset import per_class_subset
-from cakd.pipeline.fileio import remove_outputs, write_json
-from cakd.pipeline.params import DataParams
+from ..files.fileio import remove_outputs, write_json
+from ..settings.params import DataParams
+from .digits import stratified_split
+from .imagefolder import prepare_imagefolder
+from .manifest import selection_params
+from .sources import load_pools
+from .subset import per_class_subset
 
 
 def prepare_pools(cfg: DataParams, seed: int) -> tuple[dict, dict[str, list[int]]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cakd.pipeline.data.digits import load_digits
-from cakd.pipeline.data.pools import Pools
-from cakd.pipeline.data.torchvision_sets import DATASETS, load_torchvision
-from cakd.pipeline.params import DataParams
+from ..settings.params import DataParams
+from .digits import load_digits
+from .pools import Pools
+from .torchvision_sets import DATASETS, load_torchvision
 
 
 def available_sources() -> list[str]:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
 
 
 class ChannelStats:

@@ -15,9 +15,9 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from cakd.pipeline.data.idx import find_idx, read_idx_split
-from cakd.pipeline.data.pools import Pools
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
+from .idx import find_idx, read_idx_split
+from .pools import Pools
 
 DATASETS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
             "fashion-mnist": datasets.FashionMNIST}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-from cakd.pipeline.params import DataParams
+from ..settings.params import DataParams
 
 
 def eval_geometry(img_size: int) -> v2.Compose:

@@ -6,17 +6,17 @@ baselines; ``fbt`` is the paper's method (fused assistant + InfoNCE + OFA).
 
 from __future__ import annotations
 
-from cakd.pipeline.distill.assistant import FusedAssistant, build_fused_assistant
-from cakd.pipeline.distill.base import Distiller
-from cakd.pipeline.distill.ce import CE
-from cakd.pipeline.distill.dkd import DKD
-from cakd.pipeline.distill.fbt import FBT, load_assistant
-from cakd.pipeline.distill.fitnet import FitNet
-from cakd.pipeline.distill.kd import KD
-from cakd.pipeline.distill.ofa import OFA
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import StagedModel
-from cakd.pipeline.params import DistillParams
+from ..errors import CakdError
+from ..models.base import StagedModel
+from ..settings.params import DistillParams
+from .assistant import FusedAssistant, build_fused_assistant
+from .base import Distiller
+from .ce import CE
+from .dkd import DKD
+from .fbt import FBT, load_assistant
+from .fitnet import FitNet
+from .kd import KD
+from .ofa import OFA
 
 METHODS: dict[str, type[Distiller]] = {cls.name: cls for cls in (CE, KD, DKD, FitNet, OFA, FBT)}
 

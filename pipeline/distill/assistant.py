@@ -28,9 +28,9 @@ from timm.layers import LayerNorm2d
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
 
-from cakd.pipeline.distill.base import to_nchw
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import StagedModel, StageShape
+from ..errors import CakdError
+from ..models.base import StagedModel, StageShape
+from .base import to_nchw
 
 FAMILIES = {"cnn": "convolutional (resnet, mobilenetv2, convnext)",
             "attention": "attention (vit, deit, swin)",

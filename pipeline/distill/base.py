@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cakd.pipeline.checkpoints import save_checkpoint
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import ModelOutput, StagedModel, StageShape
-from cakd.pipeline.params import DistillParams
+from ..errors import CakdError
+from ..files.checkpoints import save_checkpoint
+from ..models.base import ModelOutput, StagedModel, StageShape
+from ..settings.params import DistillParams
 
 
 class Distiller(nn.Module, metaclass=ABCMeta):

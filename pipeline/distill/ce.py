@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from cakd.pipeline.distill.base import Distiller
-from cakd.pipeline.models.base import StagedModel
-from cakd.pipeline.params import DistillParams
+from ..models.base import StagedModel
+from ..settings.params import DistillParams
+from .base import Distiller
 
 
 class CE(Distiller):

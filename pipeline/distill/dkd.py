@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from cakd.pipeline.distill.base import Distiller, hard_labels
-from cakd.pipeline.distill.losses import dkd_loss
+from .base import Distiller, hard_labels
+from .losses import dkd_loss
 
 
 class DKD(Distiller):

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cakd.pipeline.checkpoints import load_checkpoint
-from cakd.pipeline.distill.assistant import FusedAssistant, build_fused_assistant
-from cakd.pipeline.distill.base import Distiller, one_hot
-from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, ofa_loss
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import ModelOutput, StagedModel
-from cakd.pipeline.params import DistillParams
+from ..errors import CakdError
+from ..files.checkpoints import load_checkpoint
+from ..models.base import ModelOutput, StagedModel
+from ..settings.params import DistillParams
+from .assistant import FusedAssistant, build_fused_assistant
+from .base import Distiller, one_hot
+from .losses import FeatureMSE, InfoNCE, ofa_loss
 
 
 class FBT(Distiller):

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cakd.pipeline.distill.base import Distiller, to_nchw
-from cakd.pipeline.models.base import StagedModel
-from cakd.pipeline.params import DistillParams
+from ..models.base import StagedModel
+from ..settings.params import DistillParams
+from .base import Distiller, to_nchw
 
 
 class FitNet(Distiller):

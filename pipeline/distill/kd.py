@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from cakd.pipeline.distill.base import Distiller
-from cakd.pipeline.distill.losses import kd_loss
+from .base import Distiller
+from .losses import kd_loss
 
 
 class KD(Distiller):

@@ -26,11 +26,11 @@ from timm.models.swin_transformer import PatchMerging
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from cakd.pipeline.distill.base import Distiller, one_hot, to_nchw
-from cakd.pipeline.distill.losses import ofa_loss
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import StagedModel, StageShape
-from cakd.pipeline.params import DistillParams
+from ..errors import CakdError
+from ..models.base import StagedModel, StageShape
+from ..settings.params import DistillParams
+from .base import Distiller, one_hot, to_nchw
+from .losses import ofa_loss
 
 
 def sep_conv(c_in: int, c_out: int) -> nn.Sequential:

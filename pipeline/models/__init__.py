@@ -6,16 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded, file_sha256
-from cakd.pipeline.models import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
-from cakd.pipeline.models.base import ModelOutput, ModelSpec, StagedModel, StageShape
-from cakd.pipeline.models.registry import builder_for, family_of, registered_names
-from cakd.pipeline.models.weights import WeightsLoad, hub_weights_file, resolve_weights_file
+from ..errors import CakdError
+from ..files.checkpoints import load_checkpoint, save_checkpoint
+from ..files.fileio import bounded, file_sha256
+from . import convnext, mlp_mixer, mobilenet, resnet, swin, vit  # noqa: F401  (registration)
+from .base import ModelOutput, ModelSpec, StagedModel, StageShape
+from .registry import builder_for, family_of, registered_names
+from .weights import WeightsLoad, hub_weights_file, resolve_weights_file
 
 if TYPE_CHECKING:
-    from cakd.pipeline.params import ModelParams
+    from ..settings.params import ModelParams
 
 __all__ = ["ModelOutput", "ModelSource", "ModelSpec", "StageShape", "StagedModel", "WeightsLoad", "available_models",
            "create_model", "family_of",

@@ -9,8 +9,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.params import SpecSchema, validation_line
+from ..errors import CakdError
+from ..settings.params import SpecSchema, validation_line
 
 Family = Literal["cnn", "attention", "mlp"]
 # How a stage's output tensor is laid out:

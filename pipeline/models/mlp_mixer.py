@@ -5,11 +5,11 @@ from __future__ import annotations
 from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
 from torch import nn
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
-from cakd.pipeline.models.pieces import TokenPool, split_in_four
-from cakd.pipeline.models.registry import create_timm, is_small_input, register
-from cakd.pipeline.models.weights import WeightsLoad, load_into
+from ..errors import CakdError
+from .base import Head, ModelSpec, StagedModel
+from .pieces import TokenPool, split_in_four
+from .registry import create_timm, is_small_input, register
+from .weights import WeightsLoad, load_into
 
 # timm registers these with patch 16 fixed; small inputs need patch 4, so the same
 # architectures are built from timm's MlpMixer class directly.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
-from cakd.pipeline.models.registry import create_timm, is_small_input, register
-from cakd.pipeline.models.weights import WeightsLoad
+from .base import Head, ModelSpec, StagedModel
+from .registry import create_timm, is_small_input, register
+from .weights import WeightsLoad
 
 
 @register("mobilenetv2_100", "mobilenetv2_050", "mobilenetv2_140")

@@ -9,10 +9,10 @@ import timm
 import torch
 from torch import nn
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded
-from cakd.pipeline.models.base import ModelSpec, StagedModel
-from cakd.pipeline.models.weights import WeightsLoad, load_into
+from ..errors import CakdError
+from ..files.fileio import bounded
+from .base import ModelSpec, StagedModel
+from .weights import WeightsLoad, load_into
 
 # A builder gets the spec and, optionally, a weights file to load into the timm model before splitting it.
 Builder = Callable[[ModelSpec, WeightsLoad | None], StagedModel]

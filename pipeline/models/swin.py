@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
-from cakd.pipeline.models.pieces import PreLogits, detach_classifier
-from cakd.pipeline.models.registry import create_timm, is_small_input, register
-from cakd.pipeline.models.weights import WeightsLoad
+from .base import Head, ModelSpec, StagedModel
+from .pieces import PreLogits, detach_classifier
+from .registry import create_timm, is_small_input, register
+from .weights import WeightsLoad
 
 
 @register("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224")

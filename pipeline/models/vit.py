@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cakd.pipeline.models.base import Head, ModelSpec, StagedModel
-from cakd.pipeline.models.pieces import TokenPool, split_in_four
-from cakd.pipeline.models.registry import create_timm, is_small_input, register
-from cakd.pipeline.models.weights import WeightsLoad
+from .base import Head, ModelSpec, StagedModel
+from .pieces import TokenPool, split_in_four
+from .registry import create_timm, is_small_input, register
+from .weights import WeightsLoad
 
 
 class ViTEmbed(nn.Module):

@@ -19,8 +19,8 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded
+from ..errors import CakdError
+from ..files.fileio import bounded
 
 # What a Hugging Face model folder (or a timm hub repo) holds, in timm's order of preference.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

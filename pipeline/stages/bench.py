@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cakd.export.bench import BenchModel, Timing, pinned_threads, run_bench
-from cakd.export.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
-from cakd.export.exported import Exported, read_export
-from cakd.export.gate_data import GateData, gate_data
-from cakd.export.picks import picks
-from cakd.export.report import print_table, write_csv, write_pareto_plot
-from cakd.export.runtimes import RUNTIMES, Settings
-from cakd.export.sysinfo import load_average, load_warning, system_info
-from cakd.pipeline import profiling
-from cakd.pipeline.data import load_manifest
-from cakd.pipeline.fileio import clean_stale, remove_outputs, temp_beside, write_json
-from cakd.pipeline.params import Params
-from cakd.pipeline.ui import console
+from ...export.decide.picks import picks
+from ...export.decide.report import print_table, write_csv, write_pareto_plot
+from ...export.exported import Exported, read_export
+from ...export.make.gate_data import GateData, gate_data
+from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
+from ...export.measure.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
+from ...export.measure.sysinfo import load_average, load_warning, system_info
+from ...export.runtimes import RUNTIMES, Settings
+from ..data import load_manifest
+from ..files.fileio import clean_stale, remove_outputs, temp_beside, write_json
+from ..reporting import profiling
+from ..reporting.ui import console
+from ..settings.params import Params
 
 
 def as_export(item: Item, params: Params, data: GateData | None, exports: Path) -> Exported:
@@ -35,7 +35,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         in_chans, img_size, num_classes = onnx_shape(item.path)
         model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
-    from cakd.export.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
+    from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
 
     folder = exports / item.label.replace("/", "_")
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
@@ -54,7 +54,7 @@ def _input_of(item: Item) -> tuple[int, int]:
     if item.kind == "onnx":
         in_chans, img_size, _ = onnx_shape(item.path)
         return in_chans, img_size
-    from cakd.pipeline.models import load_model
+    from ..models import load_model
 
     spec = load_model(item.path).spec
     return spec.in_chans, spec.img_size

@@ -16,14 +16,14 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cakd.pipeline import profiling
-from cakd.pipeline.data import build_datasets, load_manifest
-from cakd.pipeline.distill import load_assistant
-from cakd.pipeline.fileio import atomic_path, write_json, write_text
-from cakd.pipeline.metrics import classification_report, predict
-from cakd.pipeline.models import load_model
-from cakd.pipeline.params import Params, Student
-from cakd.pipeline.ui import console
+from ..data import build_datasets, load_manifest
+from ..distill import load_assistant
+from ..files.fileio import atomic_path, write_json, write_text
+from ..models import load_model
+from ..reporting import profiling
+from ..reporting.metrics import classification_report, predict
+from ..reporting.ui import console
+from ..settings.params import Params, Student
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:

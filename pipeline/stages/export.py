@@ -13,18 +13,18 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
-from cakd.export.exported import FILES, REPORT, read_export
-from cakd.export.gate_data import gate_data
-from cakd.export.qat import QatJob, require_modelopt
-from cakd.export.runtimes import RUNTIMES, Artefact, Precision
-from cakd.export.runtimes.tensorrt_gpu import build_engine
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256, write_json
-from cakd.pipeline.models import load_model
-from cakd.pipeline.params import Params
-from cakd.pipeline.ui import console
+from ...export.exported import FILES, REPORT, read_export
+from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
+from ...export.make.gate_data import gate_data
+from ...export.make.qat import QatJob, require_modelopt
+from ...export.runtimes import RUNTIMES, Artefact, Precision
+from ...export.runtimes.tensorrt_gpu import build_engine
+from ..errors import CakdError
+from ..files.fileio import file_sha256, write_json
+from ..models import load_model
+from ..reporting import profiling
+from ..reporting.ui import console
+from ..settings.params import Params
 
 
 def trt_artefact(precision: Precision) -> Artefact:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cakd.pipeline import profiling
-from cakd.pipeline.data import prepare_data
-from cakd.pipeline.params import Params
-from cakd.pipeline.ui import console
+from ..data import prepare_data
+from ..reporting import profiling
+from ..reporting.ui import console
+from ..settings.params import Params
 
 
 def run(params: Params, out_dir: Path) -> dict:

@@ -4,7 +4,7 @@ Every candidate of ``shortlist.candidates`` is built untrained at the dataset's 
 exported as ``cakd export`` would for ``shortlist.runtime`` / ``shortlist.precision``, and timed at
 ``shortlist.batch_size`` with the bench's harness and timing settings (``bench.warmup/runs/rounds/threads``),
 the pipeline's teacher (``teacher.model``/``kwargs``, untrained: same latency) in the same rounds. The budget
-(``budget_ms`` and/or ``min_speedup`` over that teacher) and the ranking rule are ``cakd.export.profile``'s.
+(``budget_ms`` and/or ``min_speedup`` over that teacher) and the ranking rule are ``cakd.export.decide.profile``'s.
 Writes ``reports/shortlist.json`` (every candidate, in budget or not, with the reason) and a latency-vs-GFLOPs
 plot; prints the table. ``--apply K`` writes the top K into params.yaml's ``students:``, which DVC's
 ``foreach: ${students}`` reads, so the next ``dvc repro`` trains exactly those.
@@ -19,19 +19,19 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.bench import Timing, pinned_threads
-from cakd.export.profile import RULE, TEACHER, Profiled, Target, build, judge, profile, rank, target_artefact
-from cakd.export.report import write_shortlist_plot
-from cakd.export.runtimes import Settings
-from cakd.export.sysinfo import load_average, load_warning, system_info
-from cakd.pipeline import profiling
-from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
-from cakd.pipeline.models import ModelSpec
-from cakd.pipeline.params import KnownNames, Params, fingerprint
-from cakd.pipeline.params_file import replace_students
-from cakd.pipeline.ui import console
+from ...export.decide.profile import RULE, TEACHER, Profiled, Target, build, judge, profile, rank, target_artefact
+from ...export.decide.report import write_shortlist_plot
+from ...export.measure.bench import Timing, pinned_threads
+from ...export.measure.sysinfo import load_average, load_warning, system_info
+from ...export.runtimes import Settings
+from ..data import build_datasets, load_manifest, spread_sample
+from ..errors import CakdError
+from ..files.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
+from ..models import ModelSpec
+from ..reporting import profiling
+from ..reporting.ui import console
+from ..settings.params import KnownNames, Params, fingerprint
+from ..settings.params_file import replace_students
 
 TIMING_KEYS = {"warmup", "runs", "rounds", "threads", "openvino_hint"}
 EXPORT_KEYS = {"opset", "atol", "fp16_atol", "int8_activations", "int8_reduce_range"}

@@ -14,11 +14,12 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from cakd.export.exported import read_export
-from cakd.export.rows import BenchRow, Pick
-from cakd.pipeline import layout, profiling
-from cakd.pipeline.fileio import read_json, write_json
-from cakd.pipeline.ui import console
+from ...export.exported import read_export
+from ...export.measure.rows import BenchRow, Pick
+from ..files import layout
+from ..files.fileio import read_json, write_json
+from ..reporting import profiling
+from ..reporting.ui import console
 
 INT8_KINDS = ("onnx-int8", "onnx-int8-qat-cpu", "onnx-int8-qat")  # CPU forms in order of preference, then TensorRT's
 

@@ -12,16 +12,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from cakd.pipeline import profiling
-from cakd.pipeline.data import build_datasets, build_mixup, load_manifest
-from cakd.pipeline.distill import METHODS, Distiller, build_distiller
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256, write_json
-from cakd.pipeline.models import ModelSource, StagedModel, load_model, model_from_params
-from cakd.pipeline.params import ModelParams, Params, Student, fingerprint
-from cakd.pipeline.training import FitResult, fit
-from cakd.pipeline.training.placement import Placement, place, seed_everything, shutdown
-from cakd.pipeline.ui import console
+from ..data import build_datasets, build_mixup, load_manifest
+from ..distill import METHODS, Distiller, build_distiller
+from ..errors import CakdError
+from ..files.fileio import file_sha256, write_json
+from ..models import ModelSource, StagedModel, load_model, model_from_params
+from ..reporting import profiling
+from ..reporting.ui import console
+from ..settings.params import ModelParams, Params, Student, fingerprint
+from ..training import FitResult, fit
+from ..training.placement import Placement, place, seed_everything, shutdown
 
 Role = Literal["teacher", "student"]
 

@@ -32,15 +32,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from cakd.pipeline import profiling
-from cakd.pipeline.checkpoints import load_checkpoint, save_checkpoint
-from cakd.pipeline.distill.base import Distiller
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.metrics import top1_accuracy
-from cakd.pipeline.models import save_model
-from cakd.pipeline.params import TrainParams
-from cakd.pipeline.training.placement import Placement, gather_strings, seed_everything, weights_digest
-from cakd.pipeline.ui import console
+from ..distill.base import Distiller
+from ..errors import CakdError
+from ..files.checkpoints import load_checkpoint, save_checkpoint
+from ..models import save_model
+from ..reporting import profiling
+from ..reporting.metrics import top1_accuracy
+from ..reporting.ui import console
+from ..settings.params import TrainParams
+from .placement import Placement, gather_strings, seed_everything, weights_digest
 
 
 class TrainingDiverged(CakdError):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_path
-from cakd.pipeline.params import KnownNames, Params, load_params
-from cakd.pipeline.safeyaml import load_yaml
+from ..errors import CakdError
+from ..files.fileio import atomic_path
+from .params import KnownNames, Params, load_params
+from .safeyaml import load_yaml
 
 TOP_LEVEL = re.compile(r"^[^\s#]")  # a line that starts a new top-level key (or a document marker)
 STUDENTS = re.compile(r"^students\s*:(?P<rest>.*)$")

@@ -15,11 +15,11 @@ from typing import Literal
 
 import onnx
 
-from cakd.export.exported import REPORT
-from cakd.export.runtimes import Artefact
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded, file_sha256, read_json
-from cakd.pipeline.params import check_model_shape
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import bounded, file_sha256, read_json
+from ...pipeline.settings.params import check_model_shape
+from ..exported import REPORT
+from ..runtimes import Artefact
 
 SUFFIXES = (".pt", ".pth", ".onnx")
 Kind = Literal["export", "checkpoint", "onnx"]

@@ -16,11 +16,11 @@ import torch
 from onnxconverter_common import float16
 from torch import nn
 
-from cakd.export.runtimes.base import INPUT_NAME, OUTPUT_NAME, predict_batched
-from cakd.export.runtimes.ort_cpu import options as ort_options
-from cakd.export.runtimes.ort_cpu import ort_runner
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
+from ...pipeline.errors import CakdError
+from ...pipeline.reporting import profiling
+from ..runtimes.base import INPUT_NAME, OUTPUT_NAME, predict_batched
+from ..runtimes.ort_cpu import options as ort_options
+from ..runtimes.ort_cpu import ort_runner
 
 
 def to_onnx(model: nn.Module, *, img_size: int, in_chans: int = 3, opset: int) -> onnx.ModelProto:

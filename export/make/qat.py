@@ -32,16 +32,16 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from cakd.export.runtimes.base import INPUT_NAME, OUTPUT_NAME
-from cakd.pipeline.data import build_datasets, load_manifest
-from cakd.pipeline.distill.kd import KD
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import file_sha256
-from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.params import DistillParams, KDParams, Params, fingerprint
-from cakd.pipeline.training import fit
-from cakd.pipeline.training.loop import TrainingDiverged
-from cakd.pipeline.training.placement import place, shutdown
+from ...pipeline.data import build_datasets, load_manifest
+from ...pipeline.distill.kd import KD
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import file_sha256
+from ...pipeline.models import StagedModel, load_model
+from ...pipeline.settings.params import DistillParams, KDParams, Params, fingerprint
+from ...pipeline.training import fit
+from ...pipeline.training.loop import TrainingDiverged
+from ...pipeline.training.placement import place, shutdown
+from ..runtimes.base import INPUT_NAME, OUTPUT_NAME
 
 EXTRA = "pip install 'cakd[qat]'"
 LIBRARY = "nvidia-modelopt"

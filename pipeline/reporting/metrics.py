@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
 
 
 @torch.no_grad()

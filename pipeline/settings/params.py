@@ -21,9 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import bounded, read_regular
-from cakd.pipeline.safeyaml import load_yaml
+from ..errors import CakdError
+from ..files.fileio import bounded, read_regular
+from .safeyaml import load_yaml
 
 MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~10 KB; a larger file is a mistake (or a bomb)
 # Sizes a model is built and fed at: params.yaml's data.img_size, and every spec read back from a checkpoint,

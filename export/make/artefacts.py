@@ -6,7 +6,7 @@ in a new folder that replaces the previous export as a whole (a failed or killed
     onnx-fp16      model.fp16.onnx      FP16 weights and compute; its own parity tolerance
     onnx-int8      model.int8.onnx      post-training static INT8 (QDQ) for CPU runtimes; the INT8 accuracy gate
     onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
-    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/qat.py, ``qat.mode``), ModelOpt's
+    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/make/qat.py, ``qat.mode``), ModelOpt's
                                         QDQ in TensorRT's form; same gate
     onnx-int8-qat-cpu  model.int8-qat-cpu.onnx  the same fine-tuned weights quantised in the CPU form of onnx-int8
                                         (onnxruntime, OpenVINO); same gate
@@ -25,20 +25,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cakd.export.bench_inputs import onnx_shape
-from cakd.export.exported import FILES, REPORT
-from cakd.export.gate_data import GateData
-from cakd.export.int8 import export_int8, gate_int8_file, logits_on
-from cakd.export.onnx_export import export_fp16, export_fp32
-from cakd.export.runtimes import RUNTIMES, Artefact, Precision
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_dir, file_sha256, write_json
-from cakd.pipeline.models import StagedModel, load_model
-from cakd.pipeline.params import ExportParams, fingerprint
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import atomic_dir, file_sha256, write_json
+from ...pipeline.models import StagedModel, load_model
+from ...pipeline.reporting import profiling
+from ...pipeline.settings.params import ExportParams, fingerprint
+from ..exported import FILES, REPORT
+from ..measure.bench_inputs import onnx_shape
+from ..runtimes import RUNTIMES, Artefact, Precision
+from .gate_data import GateData
+from .int8 import export_int8, gate_int8_file, logits_on
+from .onnx_export import export_fp16, export_fp32
 
 if TYPE_CHECKING:
-    from cakd.export.qat import QatJob
+    from .qat import QatJob
 
 MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat", "onnx-int8-qat-cpu")
 POST_TRAINING_INT8 = ("onnx-int8", "onnx-int8-trt")
@@ -174,7 +174,7 @@ def _why_no_qat(entries: dict[str, dict], data: GateData, qat: QatJob | None, mo
         return "qat.mode: off"
     if qat.mode == "auto" and not any(entries.get(kind, {}).get("status") == "rejected" for kind in POST_TRAINING_INT8):
         return "post-training INT8 passed (qat.mode: auto)"
-    from cakd.export.qat import modelopt_missing
+    from .qat import modelopt_missing
 
     return modelopt_missing() if qat.mode == "auto" else None
 
@@ -190,7 +190,7 @@ def _qat_artefacts(folder: Path, kinds: list[Artefact], entries: dict[str, dict]
     why = _why_no_qat(entries, data, qat, model)
     if why is not None:
         return {kind: _entry(kind, folder, "skipped", reason=why) for kind in kinds}
-    from cakd.export.qat import train_qat
+    from .qat import train_qat
 
     result = train_qat(qat, model, checkpoint, data.calib_images, folder / FILES[QAT] if QAT in kinds else None,
                        cfg.opset)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
 
 TEMP_MARK = ".cakd-tmp-"  # every temporary file or folder cakd makes next to an output carries this mark
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import atomic_path
+from ..errors import CakdError
+from .fileio import atomic_path
 
 ZIP_MAGIC, PICKLE_MAGIC = b"PK", b"\x80"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cakd.pipeline import profiling
-from cakd.pipeline.data import build_datasets, load_manifest, spread_sample
-from cakd.pipeline.params import Params
+from ...pipeline.data import build_datasets, load_manifest, spread_sample
+from ...pipeline.reporting import profiling
+from ...pipeline.settings.params import Params
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 EVAL_BATCH = 64

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from cakd.pipeline.errors import CakdError
+from ..errors import CakdError
 
 MAX_NODES = 100_000  # nodes of the document once every alias is expanded (params.yaml has ~200)
 MAX_DEPTH = 64  # nesting levels of collections (params.yaml uses 4)

@@ -15,9 +15,9 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from cakd.export.picks import reference_batch  # noqa: E402
-from cakd.export.rows import COLUMNS, BenchRow  # noqa: E402
-from cakd.pipeline.fileio import atomic_path, write_text  # noqa: E402
+from ...pipeline.files.fileio import atomic_path, write_text  # noqa: E402
+from ..measure.rows import COLUMNS, BenchRow  # noqa: E402
+from .picks import reference_batch  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -19,12 +19,12 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cakd.export.runtimes.base import INPUT_NAME
-from cakd.export.runtimes.ort_cpu import options as ort_options
-from cakd.export.runtimes.ort_cpu import ort_runner
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.fileio import temp_beside
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import temp_beside
+from ...pipeline.reporting import profiling
+from ..runtimes.base import INPUT_NAME
+from ..runtimes.ort_cpu import options as ort_options
+from ..runtimes.ort_cpu import ort_runner
 
 Activations = Literal["int8", "uint8"]
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]

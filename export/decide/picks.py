@@ -14,7 +14,7 @@ take part; when nothing qualifies the pick says why.
 
 from __future__ import annotations
 
-from cakd.export.rows import BenchRow, Pick
+from ..measure.rows import BenchRow, Pick
 
 TEACHER = "teacher"  # the label the pipeline gives the teacher's export (a reserved student name)
 

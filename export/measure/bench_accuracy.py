@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cakd.export.runtimes import RUNTIMES
-from cakd.pipeline.metrics import top1_accuracy
+from ...pipeline.reporting.metrics import top1_accuracy
+from ..runtimes import RUNTIMES
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Key = tuple[str, str, str, str]  # (model label, runtime, precision, artefact)

@@ -23,14 +23,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cakd.export.bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
-from cakd.export.bench_inputs import int8_activations
-from cakd.export.exported import Exported
-from cakd.export.rows import BenchRow
-from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models import load_model
+from ...pipeline.errors import CakdError
+from ...pipeline.models import load_model
+from ...pipeline.reporting import profiling
+from ..exported import Exported
+from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from .bench_inputs import int8_activations
+from .rows import BenchRow
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile

@@ -29,17 +29,17 @@ from pathlib import Path
 
 import torch
 
-from cakd.export.bench import Timing, count_gflops, measure
-from cakd.export.bench_inputs import int8_activations
-from cakd.export.exported import FILES
-from cakd.export.int8 import quantize_int8
-from cakd.export.onnx_export import export_fp16, export_fp32
-from cakd.export.rows import BenchRow
-from cakd.export.runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from cakd.pipeline import profiling
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.models import ModelSpec, StagedModel, create_model, family_of
-from cakd.pipeline.params import ExportParams
+from ...pipeline.errors import CakdError
+from ...pipeline.models import ModelSpec, StagedModel, create_model, family_of
+from ...pipeline.reporting import profiling
+from ...pipeline.settings.params import ExportParams
+from ..exported import FILES
+from ..make.int8 import quantize_int8
+from ..make.onnx_export import export_fp16, export_fp32
+from ..measure.bench import Timing, count_gflops, measure
+from ..measure.bench_inputs import int8_activations
+from ..measure.rows import BenchRow
+from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 
 MADE_UNTRAINED: tuple[Artefact, ...] = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")
 TEACHER = "teacher"

@@ -1,0 +1,1 @@
+"""Deciding: the deploy rule, the shortlist of candidate students, and the reports people read."""

@@ -1,0 +1,1 @@
+"""Making artefacts: ONNX, INT8 and QAT files, each behind its gate (``cakd export``)."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, checkpoints, the default paths, and nothing written outside the outputs."""

@@ -1,0 +1,1 @@
+"""Reporting: the console, metrics and where a process spends its time."""

@@ -1,0 +1,1 @@
+"""Settings: the params.yaml schema, how it is read, overridden and rewritten."""
