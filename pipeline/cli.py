@@ -74,7 +74,7 @@ def _outputs(folder: Path, file: Path | None) -> None:
 
 @app.command()
 def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
-            out: Path = Path("artifacts/data")) -> None:
+            out: Path = layout.DATA_DIR) -> None:
     """Scan and validate the dataset; write the manifest later stages read."""
     from .stages import prepare as stage
 
@@ -186,7 +186,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
                   params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Annotated[Path | None, typer.Option(help="manifest.json: adds accuracy and Pareto plot")]
                   = None,
-                  out: Path = Path("artifacts/bench"),
+                  out: Path = layout.BENCH_DIR,
                   budget_ms: Annotated[float | None, typer.Option(help="per runtime, pick the most accurate "
                                                                   "artefact whose batch-1 p50 fits (bench.budget_ms)")]
                   = None

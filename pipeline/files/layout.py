@@ -12,12 +12,14 @@ from typing import Literal
 
 ARTIFACTS = Path("artifacts")
 REPORTS = Path("reports")
-MANIFEST = ARTIFACTS / "data" / "manifest.json"
+DATA_DIR = ARTIFACTS / "data"
+MANIFEST = DATA_DIR / "manifest.json"
 TEACHER_DIR = ARTIFACTS / "teacher"
 TEACHER_MODEL = TEACHER_DIR / "model.pt"
 TEACHER_REPORT = REPORTS / "teacher.json"
 EXPORTS = ARTIFACTS / "export"
-BENCH_JSON = ARTIFACTS / "bench" / "bench.json"
+BENCH_DIR = ARTIFACTS / "bench"
+BENCH_JSON = BENCH_DIR / "bench.json"
 SUMMARY = REPORTS / "summary.json"
 SHORTLIST_DIR = ARTIFACTS / "shortlist"  # the latency-vs-FLOPs plot; the exports are made and removed in here
 SHORTLIST_REPORT = REPORTS / "shortlist.json"
