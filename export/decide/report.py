@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -26,43 +28,98 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any(l2 <= lat and a2 >= acc and (l2, a2) != (lat, acc) for l2, a2 in points)]
 
 
-def _panel(ax: plt.Axes, rows: list[BenchRow], batch: int, budget_ms: float | None) -> None:
+MARKERS = "osD^vP*Xph<>d8H"  # one per runtime and precision; filled for FP32, hollow for quantised
+
+
+def _kind(row: BenchRow) -> str:
+    """What a marker stands for: the row's name without its model (runtime, precision, non-default INT8 form)."""
+    return row.name.removeprefix(f"{row.model} / ")
+
+
+def _styles(rows: list[BenchRow]) -> tuple[dict[str, tuple], dict[str, str]]:
+    """A colour per model and a marker per runtime-precision, the same in every panel: the legend names each
+    point, so no label is written on the axes where labels of close points would collide."""
+    drawn = [r for r in rows if r.measured]
+    models = list(dict.fromkeys(r.model for r in drawn))
+    kinds = list(dict.fromkeys(_kind(r) for r in sorted(drawn, key=lambda r: (r.runtime, r.precision, _kind(r)))))
+    colours = {m: plt.cm.tab10.colors[i % 10] for i, m in enumerate(models)}
+    return colours, {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(kinds)}
+
+
+def _panel(ax: plt.Axes, rows: list[BenchRow], batch: int, styles: tuple[dict, dict], budget_ms: float | None
+           ) -> None:
+    """One batch size: the measured rows only (a failed result would stretch the accuracy axis: it goes in the
+    note below), the Pareto front ringed and joined."""
+    colours, markers = styles
     ok = [r for r in rows if r.measured]
-    bad = [r for r in rows if r.status == "failed" and r.top1 is not None]
-    points = [(r.p50_ms, r.top1) for r in ok]
-    for runtime in sorted({r.runtime for r in ok}):
-        mine = [(r.p50_ms, r.top1) for r in ok if r.runtime == runtime]
-        ax.scatter(*zip(*mine, strict=True), label=runtime, zorder=2)
-    if bad:
-        ax.scatter([r.p50_ms for r in bad], [r.top1 for r in bad], color="lightgray", marker="x",
-                   label="failed accuracy check", zorder=1)
-    if points:
+    for r in ok:
+        filled = r.precision == "fp32"
+        ax.scatter([r.p50_ms], [r.top1], marker=markers[_kind(r)], s=42, zorder=2, linewidths=1.2,
+                   facecolors=colours[r.model] if filled else "none", edgecolors=colours[r.model])
+    if ok:
+        points = [(r.p50_ms, r.top1) for r in ok]
         front = sorted(points[i] for i in pareto_front(points))
         ax.plot(*zip(*front, strict=True), color="tab:red", linewidth=1, marker="o", markerfacecolor="none",
-                markersize=11, label="Pareto front", zorder=3)
-    for r in ok + bad:
-        ax.annotate(r.name + (" (failed)" if r.status == "failed" else ""), (r.p50_ms, r.top1),
-                    textcoords="offset points", xytext=(4, 4), fontsize=6,
-                    color="gray" if r.status == "failed" else "black")
+                markersize=13, zorder=3)
     if budget_ms is not None and batch == 1:
-        ax.axvline(budget_ms, color="tab:blue", linestyle="--", label=f"budget {budget_ms:g} ms")
+        ax.axvline(budget_ms, color="tab:blue", linestyle="--")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels overlap on narrow ranges
     ax.set_xlabel(f"p50 latency at batch {batch} (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"batch {batch}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+
+
+def _legend_handles(styles: tuple[dict, dict], budget_ms: float | None) -> list[Line2D]:
+    colours, markers = styles
+    handles = [Line2D([], [], linestyle="", marker="s", markersize=8, color=c, label=m) for m, c in colours.items()]
+    handles += [Line2D([], [], linestyle="", marker=mk, markersize=7, color="dimgray", label=k,
+                       markerfacecolor="dimgray" if k.split()[1] == "fp32" else "none") for k, mk in markers.items()]
+    handles.append(Line2D([], [], color="tab:red", marker="o", markerfacecolor="none", markersize=10,
+                          label="Pareto front"))
+    if budget_ms is not None:
+        handles.append(Line2D([], [], color="tab:blue", linestyle="--", label=f"budget {budget_ms:g} ms (batch 1)"))
+    return handles
+
+
+def failed_note(rows: list[BenchRow]) -> str | None:
+    """The rows that failed their accuracy check, one entry per artefact with its top-1 per batch size."""
+    failed: dict[str, list[str]] = {}
+    for r in rows:
+        if r.status == "failed":
+            top1 = "no top-1" if r.top1 is None else f"{r.top1:.2f}%"
+            failed.setdefault(r.name, []).append(f"batch {r.batch_size}: {top1}")
+    if not failed:
+        return None
+    listed = "; ".join(f"{name} ({', '.join(batches)})" for name, batches in failed.items())
+    return f"Not drawn, failed the accuracy check against the reference runtime (reasons in bench.json): {listed}"
+
+
+def pareto_figure(rows: list[BenchRow], budget_ms: float | None = None) -> plt.Figure:
+    """Accuracy vs p50 latency, one panel per batch size, a legend keyed by colour (model) and marker (runtime and
+    precision; hollow = quantised), and failed results in a note under the panels, never on the axes."""
+    batches = sorted({r.batch_size for r in rows})
+    styles = _styles(rows)
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches) + 2.6, 4.8), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        _panel(ax, [r for r in rows if r.batch_size == batch], batch, styles, budget_ms)
+    fig.legend(handles=_legend_handles(styles, budget_ms), loc="center right", fontsize=8, frameon=False,
+               title="colour: model; marker: runtime, precision\n(filled FP32, hollow quantised)", title_fontsize=8)
+    fig.suptitle("Accuracy versus latency")
+    note = failed_note(rows)
+    width = fig.get_figwidth()
+    if note:
+        fig.text(0.01, 0.01, textwrap.fill(note, width=int(width * 15)), fontsize=7, color="dimgray",
+                 va="bottom", ha="left")
+    lines = 0 if not note else len(textwrap.wrap(note, width=int(width * 15)))
+    fig.tight_layout(rect=(0, 0.035 * lines, 1 - 2.5 / width, 1))
+    return fig
 
 
 def write_pareto_plot(rows: list[BenchRow], path: str | Path, budget_ms: float | None = None) -> None:
-    """Accuracy vs p50 latency, one panel per batch size; failed results greyed, never on the front."""
-    batches = sorted({r.batch_size for r in rows})
-    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.5), squeeze=False)
-    for ax, batch in zip(axes[0], batches, strict=True):
-        _panel(ax, [r for r in rows if r.batch_size == batch], batch, budget_ms)
-    fig.suptitle("Accuracy versus latency")
-    fig.tight_layout()
+    """``pareto_figure`` as a PNG, written atomically."""
+    fig = pareto_figure(rows, budget_ms)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -106,31 +163,36 @@ def print_table(result: dict, rows: list[BenchRow], console: Console) -> None:
         console.print(f"[yellow]note[/yellow]: {escape(note)}")
 
 
-def _shortlist_points(ax: plt.Axes, result: dict) -> None:
-    """One colour per family; hollow markers over budget; error bars span the round p50s; the shortlist ringed."""
-    colours = dict(zip(sorted({e["family"] for e in result["candidates"].values()}), plt.cm.tab10.colors,
-                       strict=False))
-    for name, e in result["candidates"].items():
-        row = e["row"]
+def _shortlist_points(ax: plt.Axes, result: dict) -> list[Line2D]:
+    """One colour per family and one marker per candidate within it, named in the legend (names written beside
+    close points collide); hollow markers over budget; error bars span the round p50s; the shortlist ringed."""
+    families = sorted({e["family"] for e in result["candidates"].values()})
+    colours = dict(zip(families, plt.cm.tab10.colors, strict=False))
+    handles, seen = [], dict.fromkeys(families, 0)
+    for name, e in sorted(result["candidates"].items(), key=lambda item: (item[1]["family"], item[0])):
+        row, colour = e["row"], colours[e["family"]]
+        marker = MARKERS[seen[e["family"]] % len(MARKERS)]
+        seen[e["family"]] += 1
+        face = colour if e["within_budget"] else "none"
+        untimed = ", failed: not drawn" if row["p50_ms"] is None else ""
+        handles.append(Line2D([], [], linestyle="", marker=marker, color=colour, markerfacecolor=face,
+                              label=f"{name}" + (f" #{e['rank']}" if e["rank"] else "") + f" ({e['family']}{untimed})"))
         if row["p50_ms"] is None:
             continue
         spread = [[row["p50_ms"] - row["p50_round_min_ms"]], [row["p50_round_max_ms"] - row["p50_ms"]]]
-        ax.errorbar(row["gflops"], row["p50_ms"], yerr=spread, fmt="o", color=colours[e["family"]],
-                    markerfacecolor=colours[e["family"]] if e["within_budget"] else "none", capsize=2, zorder=2)
+        ax.errorbar(row["gflops"], row["p50_ms"], yerr=spread, fmt=marker, color=colour, markerfacecolor=face,
+                    capsize=2, zorder=2)
         if name in result["shortlist"]:
-            ax.scatter(row["gflops"], row["p50_ms"], s=180, facecolors="none", edgecolors="tab:red", zorder=3)
-        ax.annotate(f"{name}" + (f" #{e['rank']}" if e["rank"] else ""), (row["gflops"], row["p50_ms"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=6)
-    for family, colour in colours.items():
-        ax.scatter([], [], color=colour, label=family)
+            ax.scatter(row["gflops"], row["p50_ms"], s=200, facecolors="none", edgecolors="tab:red", zorder=3)
+    return handles
 
 
 def write_shortlist_plot(result: dict, path: str | Path) -> None:
     """``cakd shortlist``'s picture: p50 latency against GFLOPs per candidate, the teacher, and the budget's limits
     (``budget_ms``; the teacher's p50 / ``min_speedup``). Filled markers fit, hollow ones do not."""
     s, teacher = result["settings"], result["teacher"]["row"]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    _shortlist_points(ax, result)
+    fig, ax = plt.subplots(figsize=(10.5, 5.5))
+    handles = _shortlist_points(ax, result)
     ax.scatter([teacher["gflops"]], [teacher["p50_ms"]], marker="*", s=160, color="black", label="teacher", zorder=3)
     if s["budget_ms"]:
         ax.axhline(s["budget_ms"], color="tab:blue", linestyle="--", label=f"budget {s['budget_ms']:g} ms")
@@ -146,7 +208,9 @@ def write_shortlist_plot(result: dict, path: str | Path) -> None:
     ax.set_ylabel(f"p50 latency at batch {s['batch_size']} (ms, log scale; bars: round p50s)")
     ax.set_title(f"Untrained candidates on {s['runtime']} {s['precision']}: filled = within budget")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    lines, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + lines, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+              title="#rank (family); hollow: over budget", title_fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
