@@ -4,11 +4,16 @@ fit 120 columns without a wrapped cell."""
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import pytest
+from rich.console import Console
+from rich.text import Text
 
-from cakd.export.decide.report import pareto_figure, write_shortlist_plot
+from cakd.export.decide.report import bench_table, pareto_figure, print_table, write_shortlist_plot
 from cakd.export.measure.rows import BenchRow
+from cakd.pipeline.stages.export import export_table
 
 MODELS = {"teacher": (100.0, 0.5), "deit": (97.56, 0.14), "convnext": (99.11, 0.11)}  # top-1 %, onnxruntime p50
 RUNTIMES = {"torch": ("fp32",), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "int8")}
@@ -93,3 +98,70 @@ def test_shortlist_plot_names_every_candidate_in_its_legend(tmp_path, monkeypatc
                           "deit-b #3 (vit)"]
     assert {"teacher", "teacher / 2 (min speed-up)", "shortlist (top 2)"} <= set(labels)
     assert (tmp_path / "shortlist.png").stat().st_size > 1000
+
+
+def rendered(renderable: object, width: int) -> list[str]:
+    """The lines a terminal of that width shows."""
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_bench_table_fits_120_columns_and_lists_untimed_rows_once_under_it() -> None:
+    rows = default_run_rows()
+    rows.append(BenchRow("convnext", "openvino", "int8", "onnx-int8-qat-cpu", 1, "ok", p50_ms=0.0876,
+                         p50_round_min_ms=0.0854, p50_round_max_ms=0.0924, p99_ms=0.1234, throughput_ips=11415,
+                         top1=98.22, max_abs_diff=0.01234, params_m=12.31, file_mb=11.7))  # the widest artefact
+    table, lines = bench_table(rows)
+    timed = [r for r in rows if r.p50_ms is not None]
+    narrow, wide = rendered(table, 120), rendered(table, 1000)
+    assert len(narrow) == len(wide) == len(timed) + 4  # blank, header, rule, one line per row, blank: none wraps
+    assert max(len(line.rstrip()) for line in wide) <= 120
+    assert sum("failed [1]" in line for line in narrow) == 2  # both batch sizes point at one footnote
+    assert not any("skipped" in line or "unavailable" in line for line in narrow)
+    text = [Text.from_markup(line).plain for line in lines]
+    assert text == ["[1] top-1 60.89% is 36.67 points below onnxruntime's 97.56%",
+                    f"skipped onnx-int8-qat-cpu on onnxruntime int8 for teacher, deit, convnext: {QAT_SKIPPED}",
+                    "unavailable onnx-int8-trt on tensorrt int8 for teacher: TensorRT needs an NVIDIA GPU and the "
+                    "tensorrt package (pip install 'cakd[trt]')"]
+
+
+def test_print_table_prints_what_and_where_then_table_then_lines() -> None:
+    console = Console(width=120, record=True, file=io.StringIO())
+    result = {"system": {"cpu": "AMD EPYC 7B13 64-Core Processor", "threads": 2}, "settings": {"rounds": 3},
+              "notes": ["the same file given twice is reported once"]}
+    print_table(result, default_run_rows(), console)
+    out = console.export_text()
+    assert out.startswith("Latency on AMD EPYC 7B13 64-Core Processor, 2 threads, 3 interleaved rounds.")
+    assert out.index("p50 [rounds]") < out.index("[1] top-1 60.89%") < out.index("note: the same file")
+
+
+def export_report() -> dict:
+    """export.json of the default run's deit: FP32 and INT8 passed, QAT's two forms skipped, TensorRT's rejected."""
+    parity = {"images": 450, "max_abs_diff": 4.3e-06, "top1_agreement": 1.0}
+    gate = {"images": 450, "top1": 97.56, "fp32_top1": 97.56, "drop": 0.0, "agreement": 100.0}
+    qat_reason = "post-training INT8 passed (qat.mode: auto)"
+    rejected = ("INT8 accuracy gate failed on 450 test images (1 image = 0.22 points): top-1 95.11% vs FP32 97.56% "
+                "(drop 2.44 points, allowed 1)")
+
+    def entry(file: str | None, status: str = "ok", reason: str | None = None, **details: dict) -> dict:
+        return {"file": file, "status": status, "reason": reason, "size_bytes": file and 912_384, **details}
+
+    return {"source": "artifacts/students/deit/distill/model.pt",
+            "artefacts": {"checkpoint": entry("model.pt"), "onnx": entry("model.onnx", parity=parity),
+                          "onnx-int8": entry("model.int8.onnx", gate=gate),
+                          "onnx-int8-trt": entry(None, "rejected", rejected, gate=gate),
+                          "onnx-int8-qat": entry(None, "skipped", qat_reason),
+                          "onnx-int8-qat-cpu": entry(None, "skipped", qat_reason)}}
+
+
+def test_export_table_fits_120_columns_with_rejected_and_skipped_artefacts_under_it() -> None:
+    table, lines = export_table(export_report())
+    narrow, wide = rendered(table, 120), rendered(table, 1000)
+    assert len(narrow) == len(wide) == 3 + 4  # three artefacts made, one line each
+    assert max(len(line.rstrip()) for line in wide) <= 120
+    assert "top-1 97.56% (FP32 97.56%), agrees 100.0%, 450 images" in "\n".join(narrow)
+    assert [Text.from_markup(line).plain for line in lines] == [
+        "rejected onnx-int8-trt: INT8 accuracy gate failed on 450 test images (1 image = 0.22 points): top-1 95.11% "
+        "vs FP32 97.56% (drop 2.44 points, allowed 1)",
+        "skipped onnx-int8-qat, onnx-int8-qat-cpu: post-training INT8 passed (qat.mode: auto)"]

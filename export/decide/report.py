@@ -13,13 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
+from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ...pipeline.files.fileio import atomic_path, write_text  # noqa: E402
 from ..measure.rows import COLUMNS, BenchRow  # noqa: E402
-from .picks import reference_batch  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -137,28 +137,64 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def print_table(result: dict, rows: list[BenchRow], console: Console) -> None:
-    """The bench's rows (each unavailable runtime once, below them) and its notes."""
-    system = result["system"]
-    table = Table(title=f"Latency ({system['cpu']}, {system['threads']} threads, {result['settings']['rounds']} "
-                  "interleaved rounds; p50 [min-max of round p50s])")
-    for name in ("model", "runtime", "prec", "artefact", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "top-1 %",
-                 "max|diff|", "params M", "MB", "status"):
-        table.add_column(name, justify="left" if name in ("model", "runtime", "prec", "artefact", "status")
+def _fmt_ms(value: float | None, digits: int = 3) -> str:
+    """Latencies to ``digits`` significant figures: 0.137, 1.37, 13.7 (two decimals hide sub-0.1 ms differences)."""
+    return "-" if value is None else f"{value:.{digits}g}" if value < 10 ** digits else f"{value:.0f}"
+
+
+def footnotes(reasons: list[str | None]) -> dict[str, int]:
+    """Each distinct long reason once, numbered in order of appearance: a table cell holds its number, the text
+    goes under the table, where it may be as long as it needs."""
+    return {reason: i for i, reason in enumerate(dict.fromkeys(r for r in reasons if r), start=1)}
+
+
+def grouped_lines(items: list[tuple[str, str, str, str, str | None]]) -> list[str]:
+    """(status, artefact, runtime and precision, model, reason) as one line per status and reason: a QAT form
+    skipped for every model, runtime and batch size is one line, not a table row each."""
+    groups: dict[tuple[str, str | None], tuple[dict, dict, dict]] = {}
+    for status, artefact, target, model, reason in items:
+        for seen, value in zip(groups.setdefault((status, reason), ({}, {}, {})), (artefact, target, model),
+                               strict=True):
+            seen[value] = None
+    return [f"[yellow]{status}[/yellow] " + escape(" on ".join(", ".join(names) for names in whats[:2]) +
+                                                   f" for {', '.join(whats[2])}: {reason or 'no reason recorded'}")
+            for (status, reason), whats in groups.items()]
+
+
+def bench_table(rows: list[BenchRow]) -> tuple[Table, list[str]]:
+    """The measured rows (timed, failed included) in a table that fits 120 columns, and the lines under it:
+    footnotes for failed results, then every row that was not timed, grouped by status and reason."""
+    table = Table(box=box.SIMPLE_HEAD, padding=0)
+    for name in ("model", "runtime", "prec", "artefact", "bs", "p50 [rounds]", "p99", "img/s", "top-1",
+                 "|diff|", "params", "MB", "status"):
+        table.add_column(escape(name), justify="left" if name in ("model", "runtime", "prec", "artefact", "status")
                          else "right")
-    batch = reference_batch(rows)
-    for r in rows:
-        if r.status == "unavailable" or (r.p50_ms is None and r.batch_size != batch):
-            continue  # listed once below, not once per batch size
-        spread = f" [{_fmt(r.p50_round_min_ms)}-{_fmt(r.p50_round_max_ms)}]" if r.p50_ms else ""
-        status = r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]: {escape(r.reason or '')}"
+    timed = [r for r in rows if r.p50_ms is not None]
+    notes = footnotes([r.reason for r in timed if r.status != "ok"])
+    for r in timed:
+        spread = f" [{_fmt_ms(r.p50_round_min_ms, 2)}-{_fmt_ms(r.p50_round_max_ms, 2)}]"
+        status = "ok" if r.status == "ok" else f"[yellow]{r.status}[/yellow]" + (
+            escape(f" [{notes[r.reason]}]") if r.reason else "")
         table.add_row(escape(r.model), r.runtime, r.precision, r.artefact or "-", str(r.batch_size),
-                      _fmt(r.p50_ms) + spread, _fmt(r.p90_ms), _fmt(r.p99_ms), _fmt(r.throughput_ips, 0),
-                      _fmt(r.top1), _fmt(r.max_abs_diff, 4), _fmt(r.params_m), _fmt(r.file_mb), status)
+                      _fmt_ms(r.p50_ms) + spread, _fmt_ms(r.p99_ms), _fmt(r.throughput_ips, 0), _fmt(r.top1),
+                      "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.0e}", _fmt(r.params_m), _fmt(r.file_mb, 1),
+                      status)
+    lines = [escape(f"[{i}] {reason}") for reason, i in notes.items()]
+    untimed = [(r.status, r.artefact or "-", f"{r.runtime} {r.precision}", r.model, r.reason)
+               for r in rows if r.p50_ms is None]
+    return table, lines + grouped_lines(untimed)
+
+
+def print_table(result: dict, rows: list[BenchRow], console: Console) -> None:
+    """What the bench measured and on what, the table, the rows it could not time, and its notes."""
+    system = result["system"]
+    console.print(escape(f"Latency on {system['cpu']}, {system['threads']} threads, {result['settings']['rounds']} "
+                         "interleaved rounds. bs: batch size; p50 [min-max of the round p50s] and p99 in ms; top-1 "
+                         "in %; |diff|: max |logit difference| vs PyTorch FP32; params in millions; file size in MB"))
+    table, lines = bench_table(rows)
     console.print(table)
-    for runtime, precision, reason in dict.fromkeys((r.runtime, r.precision, r.reason) for r in rows
-                                                     if r.status == "unavailable"):
-        console.print(f"[yellow]unavailable[/yellow] {runtime} {precision}: {escape(reason or '')}")
+    for line in lines:
+        console.print(line)
     for note in result["notes"]:
         console.print(f"[yellow]note[/yellow]: {escape(note)}")
 

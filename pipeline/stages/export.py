@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -90,25 +91,38 @@ def _engine(report: dict, out_dir: Path, params: Params) -> dict:
 
 
 def print_export(report: dict, out_dir: Path) -> None:
-    table = Table(title=escape(f"Export of {report['source']} -> {out_dir}"))
-    for name in ("artefact", "file", "status", "check", "MB"):
-        table.add_column(name)
-    for kind, entry in report["artefacts"].items():
-        size = "-" if entry["size_bytes"] is None else f"{entry['size_bytes'] / 2**20:.2f}"
-        table.add_row(kind, escape(entry["file"] or "-"), entry["status"], escape(_check_text(entry)), size)
+    """What was exported where, a table of the artefacts that passed their gates (fits 120 columns), then one line
+    per status and reason for those that did not."""
+    console.print(escape(f"Export of {report['source']} -> {out_dir}"))
+    table, lines = export_table(report)
     console.print(table)
+    for line in lines:
+        console.print(line)
+
+
+def export_table(report: dict) -> tuple[Table, list[str]]:
+    """The artefacts made (file, size, what their gate measured) and, under the table, the rejected and skipped
+    ones grouped by reason: a QAT form skipped for a reason is one line, not a row with a long wrapped cell."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for name in ("artefact", "file", "MB", "gate on the test images"):
+        table.add_column(name, justify="right" if name == "MB" else "left")
+    groups: dict[tuple[str, str], list[str]] = {}
     for kind, entry in report["artefacts"].items():
-        if entry["status"] == "rejected":
-            console.print(f"[yellow]{kind} rejected[/yellow]: {escape(entry['reason'])}")
+        if entry["status"] == "ok":
+            size = "-" if entry["size_bytes"] is None else f"{entry['size_bytes'] / 2**20:.2f}"
+            table.add_row(kind, escape(entry["file"] or "-"), size, escape(_check_text(entry)))
+        else:
+            groups.setdefault((entry["status"], entry["reason"] or "no reason recorded"), []).append(kind)
+    return table, [f"[yellow]{status}[/yellow] {escape(', '.join(kinds))}: {escape(reason)}"
+                   for (status, reason), kinds in groups.items()]
 
 
 def _check_text(entry: dict) -> str:
     if entry.get("parity"):
         p = entry["parity"]
-        return (f"parity on {p['images']} images: max |diff| {p['max_abs_diff']:.2e}, "
-                f"top-1 agreement {100 * p['top1_agreement']:.1f}%")
+        return f"max|diff| {p['max_abs_diff']:.1e}, agrees {100 * p['top1_agreement']:.1f}%, {p['images']} images"
     if entry.get("gate"):
         g = entry["gate"]
-        return (f"INT8 gate on {g['images']} test images: top-1 {g['top1']:.2f}% vs FP32 {g['fp32_top1']:.2f}% "
-                f"(drop {g['drop']:.2f}), agreement {g['agreement']:.1f}%")
+        return (f"top-1 {g['top1']:.2f}% (FP32 {g['fp32_top1']:.2f}%), agrees {g['agreement']:.1f}%, "
+                f"{g['images']} images")
     return entry.get("reason") or ""
