@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...export.decide.picks import picks
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
-from ...export.exported import Exported, read_export
+from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
 from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
 from ...export.measure.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
@@ -20,6 +20,7 @@ from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import RUNTIMES, Settings
 from ..data import load_manifest
 from ..files.fileio import clean_stale, remove_outputs, temp_beside, write_json
+from ..files.reports import check_sha256
 from ..reporting import profiling
 from ..reporting.ui import console
 from ..settings.params import Params
@@ -29,7 +30,10 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
     """The item as an export folder: read as it is, exported first (checkpoint, FP32 ONNX), or an INT8 /
     FP16 ONNX file standing alone."""
     if item.kind == "export":
-        return read_export(item.path)
+        exported = read_export(item.path)
+        for kind, path in exported.files.items():  # a file swapped since the export would be timed under its name
+            check_sha256(path, exported.report["artefacts"][kind], item.path / REPORT)
+        return exported
     kind = onnx_artefact(item.path) if item.kind == "onnx" else "checkpoint"
     if kind in ("onnx-int8", "onnx-fp16"):
         in_chans, img_size, num_classes = onnx_shape(item.path)
