@@ -123,13 +123,16 @@ def read_regular(path: str | Path, limit: int, what: str = "file") -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CakdError(f"{what} not found: {path}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:  # judged before a file object exists: fdopen on a folder raised EISDIR naming the descriptor ("3")
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CakdError(f"{what} {path} is not a regular file ({_kind(info.st_mode)}): refused")
         if info.st_size > limit:
             raise CakdError(f"{what} {path} is {info.st_size:,} bytes, more than the {limit:,} allowed")
-        data = f.read(limit + 1)  # the file may have grown since fstat
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # the file may have grown since fstat
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise CakdError(f"{what} {path} is more than the {limit:,} bytes allowed")
     return data
