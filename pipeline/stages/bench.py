@@ -15,7 +15,7 @@ from ...export.decide.report import print_table, write_csv, write_pareto_plot
 from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
 from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
-from ...export.measure.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
+from ...export.measure.bench_inputs import Item, folder_name, onnx_artefact, onnx_shape, resolve
 from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import RUNTIMES, Settings
 from ..data import load_manifest
@@ -41,7 +41,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
     from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
 
-    folder = exports / item.label.replace("/", "_")
+    folder = exports / folder_name(item.label)
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
     if data is None:
         import torch
