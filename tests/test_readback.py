@@ -17,6 +17,7 @@ import pytest
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.files.fileio import MAX_JSON_DEPTH, MAX_MANIFEST_BYTES, MAX_REPORT_BYTES, read_json
 from cakd.pipeline.files.reports import check_sha256
+from tests.conftest import run_cakd_here, tiny_params, write_params
 from tests.test_hostile_inputs import fails, one_line
 from tests.test_summary import reports  # noqa: F401  (the fixture: a project's reports as the stages write them)
 
@@ -209,3 +210,139 @@ def test_a_manifest_over_its_bound_is_refused_unread(project: Path, capsys, monk
     assert line == (f"cakd: error: data manifest {MANIFEST} is {MAX_MANIFEST_BYTES + 1:,} bytes, more than the "
                     f"{MAX_MANIFEST_BYTES:,} allowed")
 
+
+
+# --- messages that named the wrong problem ------------------------------------------------------------------------
+
+def test_a_params_path_that_is_a_folder_is_named(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "params.yaml").mkdir()
+    line = fails(["prepare"], tmp_path, capsys, monkeypatch)
+    assert line == "cakd: error: params file params.yaml is not a regular file (a folder): refused"  # was "EISDIR: 3"
+    line = fails(["prepare", "-p", str(tmp_path)], tmp_path, capsys, monkeypatch)
+    assert line == f"cakd: error: params file {tmp_path} is not a regular file (a folder): refused"
+
+
+def test_an_openvino_load_error_keeps_the_line_that_says_why(tmp_path: Path) -> None:
+    from cakd.export.runtimes import Session, Settings
+    from cakd.export.runtimes.openvino_cpu import build
+
+    (tmp_path / "random.onnx").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(CakdError) as caught:
+        build(Session(tmp_path / "random.onnx", "fp32", None, 16, 3, Settings(1, tmp_path)))
+    message = str(caught.value)
+    assert message.startswith(f"OpenVINO cannot load {tmp_path / 'random.onnx'}: Unable to read the model")
+    assert "core.cpp" not in message and "\n" not in message
+
+
+def test_a_bench_label_is_printable_and_its_export_folder_a_plain_name(project: Path, tmp_path: Path, capsys,
+                                                                       monkeypatch) -> None:
+    from cakd.export.measure.bench_inputs import folder_name
+
+    line = fails(["bench-latency", "a\nb=model.onnx", "--out", str(tmp_path / "bench")], project, capsys, monkeypatch)
+    assert line == "cakd: error: label 'a\\nb': a label is printable text (no newline or control character)"
+    assert not (tmp_path / "bench").exists()
+    assert [folder_name(label) for label in ("runs/a/fbt", "..", ".", "a b", "deit-1.int8")] == [
+        "runs_a_fbt", "_..", "_.", "a_b", "deit-1.int8"]
+
+
+def test_without_data_the_pick_says_no_accuracy_was_measured() -> None:
+    from cakd.export.decide.picks import pick_for
+    from cakd.export.measure.rows import BenchRow
+
+    rows = [BenchRow("deit", "onnxruntime", "fp32", "onnx", 1, "ok", p50_ms=0.5),
+            BenchRow("deit", "onnxruntime", "int8", "onnx-int8-qat-cpu", 1, "skipped",
+                     reason="post-training INT8 passed (qat.mode: auto)")]
+    pick = pick_for(rows, "onnxruntime", None, 1.0)
+    assert pick.line == "onnxruntime: nothing to deploy (no accuracy was measured: give --data to rank models)"
+    rows[0].status, rows[0].reason = "unavailable", "no GPU"
+    assert pick_for(rows, "onnxruntime", None, 1.0).reason == (
+        "no usable result: no GPU; post-training INT8 passed (qat.mode: auto)")
+
+
+@pytest.fixture
+def checkpoint(project: Path) -> Path:
+    from cakd.pipeline.models import ModelSpec, create_model, save_model
+
+    path = project / "runs" / "resnet" / "model.pt"
+    save_model(create_model(ModelSpec("resnet10t", 10, 16)), path)
+    return path
+
+
+def test_qat_dir_naming_a_file_is_one_line_before_any_export(project: Path, checkpoint: Path, capsys,
+                                                             monkeypatch) -> None:
+    (project / "occupied").write_text("mine")
+    line = fails(["export", "--checkpoint", str(checkpoint), "--qat-dir", "occupied", "--out", "x"], project, capsys,
+                 monkeypatch)
+    assert line == "cakd: error: --qat-dir occupied is a file, not a folder"
+    assert not (project / "x").exists() and (project / "occupied").read_text() == "mine"
+
+
+def test_export_makes_no_qat_folder_beside_the_checkpoint_when_qat_does_not_train(project: Path, checkpoint: Path,
+                                                                                   capsys, monkeypatch) -> None:
+    code, err = run_cakd_here(["export", "--checkpoint", str(checkpoint), "--out", "x", "--precision", "fp32"],
+                              project, capsys, monkeypatch)
+    assert code == 0, err
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pt"]
+    report = json.loads((project / "x" / "export.json").read_text())
+    assert report["artefacts"]["onnx"]["sha256"] == hashlib.sha256((project / "x" / "model.onnx").read_bytes()
+                                                                   ).hexdigest()  # what the bench checks
+
+
+def test_shortlist_apply_0_is_refused_before_measuring(project: Path, capsys, monkeypatch) -> None:
+    code, err = run_cakd_here(["shortlist", "--apply", "0"], project, capsys, monkeypatch)
+    assert code == 2
+    assert err.strip() == "cakd: error: --apply takes how many candidates to train (1 or more), not 0"  # no table
+
+
+def test_a_one_class_dataset_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / "images" / split / "cat").mkdir(parents=True)
+        for i in range(2):
+            noise = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(tmp_path / "images" / split / "cat" / f"{i}.png")
+    write_params(tmp_path / "params.yaml", tiny_params(data={"name": "imagefolder", "root": "images"}))
+    line = fails(["prepare", "--out", "out"], tmp_path, capsys, monkeypatch)
+    assert line == "cakd: error: the dataset has 1 class (cat): classification needs at least 2"
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from cakd.pipeline.data.datasets import read_image
+
+    grey = np.array([[0, 256, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    image, _ = read_image(tmp_path / "deep.png")
+    assert np.asarray(image)[0, :, 0].tolist() == [0, 1, 128, 255]  # clipped, it was [0, 255, 255, 255]
+
+
+def test_a_teacher_of_another_architecture_is_said_in_one_line(project: Path, checkpoint: Path, capsys) -> None:
+    from cakd.pipeline.settings.params import Params
+    from cakd.pipeline.stages.train import plan_for, teacher_for
+
+    params = Params.model_validate(tiny_params())
+    teacher = teacher_for(plan_for("student", params), checkpoint, params.teacher.model)
+    assert teacher.spec.name == "resnet10t"
+    assert capsys.readouterr().err.strip() == (f"warning: --teacher {checkpoint} is a resnet10t, not params.yaml's "
+                                               "teacher.model vit_tiny_patch16_224: distilling from it as the teacher")
+
+
+def test_a_student_labelled_teacher_is_noted_as_the_speed_up_reference(tmp_path: Path) -> None:
+    from cakd.export.exported import Exported
+    from cakd.export.measure.bench import BenchModel
+    from cakd.pipeline.stages.bench import teacher_note
+
+    def model(label: str, name: str | None) -> BenchModel:
+        return BenchModel(label, Exported(tmp_path, {"model": {"name": name}}, {}, {}), ())
+
+    assert teacher_note([model("teacher", "resnet18"), model("s", "deit_tiny_patch16_224")], "resnet18") == []
+    assert teacher_note([model("teacher", None)], "resnet18") == []  # an ONNX file names no architecture
+    assert teacher_note([model("teacher", "deit_tiny_patch16_224")], "resnet18") == [
+        "the model labelled teacher is a deit_tiny_patch16_224, not params.yaml's teacher.model resnet18: every "
+        "speed-up and bench.min_speedup is measured against it"]

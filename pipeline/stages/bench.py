@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...export.decide.picks import picks
+from ...export.decide.picks import TEACHER, picks
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
 from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
@@ -53,6 +53,17 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
     return read_export(folder)
 
 
+def teacher_note(models: list[BenchModel], teacher: str) -> list[str]:
+    """The label ``teacher`` makes a model the reference of every speed-up (``bench.min_speedup``): say so when
+    that model is not params.yaml's ``teacher.model`` (a student labelled teacher by mistake)."""
+    labelled = next((m for m in models if m.label == TEACHER), None)
+    name = labelled.exported.report.get("model", {}).get("name") if labelled is not None else None
+    if name is None or name == teacher:
+        return []
+    return [f"the model labelled {TEACHER} is a {name}, not params.yaml's teacher.model {teacher}: every speed-up "
+            "and bench.min_speedup is measured against it"]
+
+
 def _input_of(item: Item) -> tuple[int, int]:
     """(in_chans, img_size) of a checkpoint or ONNX file, for random parity images when no dataset is given."""
     if item.kind == "onnx":
@@ -74,6 +85,7 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     dataset = load_manifest(manifest) if manifest is not None else None
     models = [BenchModel(item.label, as_export(item, params, data, out_dir / "exports"),
                          tuple(str(p) for p in item.given)) for item in resolved]
+    notes += teacher_note(models, params.teacher.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
     clean_stale(out_dir / "work")  # what a killed bench left: compiled engines, runtimes' temporary files
