@@ -38,10 +38,18 @@ def read_report(path: str | Path, schema: type[Report], what: str, hint: str,
         raise CakdError(f"{what} {path} is not a JSON object (it holds {bounded(repr(data), 60)}) ({hint})")
     try:
         schema.model_validate(data)
-    except ValidationError as err:  # pydantic names the schema class ("or instance of Scores"): not the user's word
-        line = re.sub(r" or instance of \w+", "", validation_line(err))
-        raise CakdError(f"{what} {path}: {line} ({hint})") from None
+    except ValidationError as err:
+        raise CakdError(f"{what} {path}: {_problem(err)} ({hint})") from None
     return data
+
+
+def _problem(err: ValidationError) -> str:
+    """The first problem in the words of the file: a check across keys quotes no whole report, and pydantic's
+    schema class names ("or instance of Scores") are left out."""
+    first = err.errors()[0]
+    if not first["loc"]:
+        return bounded(first["msg"].removeprefix("Value error, "), 400)
+    return re.sub(r" or instance of \w+", "", validation_line(err))
 
 
 # --- training and evaluation -------------------------------------------------------------------------------
@@ -146,6 +154,14 @@ class ExportReport(Report):
     checkpoint_sha256: str | None = None
     model: ExportedModel
     artefacts: dict[str, ArtefactEntry]
+
+    @model_validator(mode="after")
+    def _int8_gated(self) -> ExportReport:
+        """An INT8 file ships only through its gate: an ``ok`` one without the gate's numbers is not cakd's."""
+        for kind, entry in self.artefacts.items():
+            if kind.startswith("onnx-int8") and entry.status == "ok" and entry.gate is None:
+                raise ValueError(f"artefact {kind} is ok but gives no gate")
+        return self
 
 
 def read_export_report(path: Path) -> dict:
