@@ -178,14 +178,17 @@ def _edit_manifest(project: Path, edit) -> None:
      "data manifest artifacts/data/manifest.json: 'splits.test.indices.0': Input should be greater than or equal "
      "to 0 (got -1) (re-run `cakd prepare`)"),
     (lambda m: m["splits"].__setitem__("train", {"files": [["/etc/shadow", 0]]}),
-     "data manifest artifacts/data/manifest.json: 'splits.train.files.0.0': must be a path inside data.root "
-     "(got '/etc/shadow') (re-run `cakd prepare`)"),
+     "data manifest artifacts/data/manifest.json: 'splits.train.files.0': '/etc/shadow' is not a path inside "
+     "data.root: re-run `cakd prepare`"),
     (lambda m: m["splits"].__setitem__("train", {"files": [["a/../../x.png", 0]]}),
-     "data manifest artifacts/data/manifest.json: 'splits.train.files.0.0': must be a path inside data.root "
-     "(got 'a/../../x.png') (re-run `cakd prepare`)"),
+     "data manifest artifacts/data/manifest.json: 'splits.train.files.0': 'a/../../x.png' is not a path inside "
+     "data.root: re-run `cakd prepare`"),
     (lambda m: m["splits"].__setitem__("test", {"files": [["a/x.png", 10]]}),
-     "data manifest artifacts/data/manifest.json: split 'test' has label 10, not one of its 10 classes: "
+     "data manifest artifacts/data/manifest.json: 'splits.test.files.0': label 10 is not one of the 10 classes: "
      "re-run `cakd prepare`"),
+    (lambda m: m["splits"].__setitem__("test", {"files": [["a/x.png", "1"]]}),
+     "data manifest artifacts/data/manifest.json: 'splits.test.files.0.1': Input should be a valid integer "
+     "(got '1') (re-run `cakd prepare`)"),
     (lambda m: m.__setitem__("classes", ["0"]),
      "data manifest artifacts/data/manifest.json names 1 classes but its num_classes is 10: re-run `cakd prepare`"),
 ])

@@ -11,10 +11,10 @@ record more. The readers return the file's own dict, so the stages index it as b
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import CakdError
 from ..settings.params import ImgSize, InChans, NumClasses, validation_line
@@ -189,19 +189,8 @@ def check_sha256(path: Path, entry: dict, report: Path) -> None:
 
 # --- the data manifest ---------------------------------------------------------------------------------------
 
-def relative_name(name: str) -> str:
-    """An image of the manifest is a path under ``data.root``: ``/etc/shadow`` or ``../x`` would be read as one."""
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or ".." in parts or "\\" in name or "\0" in name:
-        raise ValueError("must be a path inside data.root")
-    return name
-
-
-def _pair(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value  # JSON has no tuples
-
-
-FileEntry = Annotated[tuple[Annotated[str, AfterValidator(relative_name)], NonNegative], BeforeValidator(_pair)]
+# JSON has no tuples: the pair is a list, taken as a tuple without loosening its items' strict types
+FileEntry = Annotated[tuple[str, NonNegative], Field(strict=False)]
 
 
 class Split(Report):
@@ -242,8 +231,20 @@ def read_manifest(path: Path) -> dict:
         raise CakdError(f"data manifest {path} names {len(classes)} classes but its num_classes is {count}: "
                         "re-run `cakd prepare`")
     for split in ("train", "test"):
-        bad = next((label for _, label in manifest["splits"][split].get("files") or [] if label >= count), None)
-        if bad is not None:
-            raise CakdError(f"data manifest {path}: split '{split}' has label {bad}, not one of its {count} classes: "
-                            "re-run `cakd prepare`")
+        problem = _bad_file(manifest["splits"][split].get("files") or [], count)
+        if problem is not None:
+            index, why = problem
+            raise CakdError(f"data manifest {path}: 'splits.{split}.files.{index}': {why}: re-run `cakd prepare`")
     return manifest
+
+
+def _bad_file(files: list[list], count: int) -> tuple[int, str] | None:
+    """The first entry whose path is not under ``data.root`` (``/etc/shadow``, ``../x`` would be read as an
+    image) or whose label is not a class, and why; one pass, as a manifest may list a million files."""
+    for i, (name, label) in enumerate(files):
+        if (not name or name[0] == "/" or "\\" in name or "\0" in name
+                or (".." in name and ".." in name.split("/"))):
+            return i, f"{bounded(repr(name))} is not a path inside data.root"
+        if label >= count:
+            return i, f"label {label} is not one of the {count} classes"
+    return None
