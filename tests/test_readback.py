@@ -69,12 +69,15 @@ def test_an_artefact_that_is_not_a_regular_file_is_refused(project: Path, tmp_pa
                     "file: refused")
 
 
-def test_an_artefact_whose_sha256_differs_from_the_recorded_one_is_refused(project: Path, tmp_path: Path, capsys,
-                                                                           monkeypatch) -> None:
+def test_an_artefact_whose_sha256_differs_from_the_recorded_one_is_refused(project: Path, checkpoint: Path,
+                                                                           tmp_path: Path, capsys, monkeypatch) -> None:
+    """Every export folder is checked before the checkpoint given first is exported into OUT/exports."""
     folder = export_folder(tmp_path, sha256=hashlib.sha256(b"another model").hexdigest())
-    line = fails(["bench-latency", str(folder), "--out", str(tmp_path / "bench")], project, capsys, monkeypatch)
+    line = fails(["bench-latency", str(checkpoint), str(folder), "--out", str(tmp_path / "bench")], project, capsys,
+                 monkeypatch)
     assert line == (f"cakd: error: {folder / 'model.onnx'} is not the file {folder / 'export.json'} recorded (its "
                     "sha256 differs): re-run cakd export")
+    assert not (tmp_path / "bench").exists()
     check_sha256(folder / "model.onnx", {"sha256": hashlib.sha256(b"onnx").hexdigest()}, folder / "export.json")
     folder = export_folder(tmp_path / "bad", sha256="not a digest")
     line = fails(["bench-latency", str(folder), "--out", str(tmp_path / "bench")], project, capsys, monkeypatch)

@@ -26,14 +26,20 @@ from ..reporting.ui import console
 from ..settings.params import Params
 
 
+def read_checked(folder: Path) -> Exported:
+    """An export folder given to the bench, its files checked against the sha256 export.json recorded: a file
+    swapped since the export would be timed under the folder's name."""
+    exported = read_export(folder)
+    for kind, path in exported.files.items():
+        check_sha256(path, exported.report["artefacts"][kind], folder / REPORT)
+    return exported
+
+
 def as_export(item: Item, params: Params, data: GateData | None, exports: Path) -> Exported:
     """The item as an export folder: read as it is, exported first (checkpoint, FP32 ONNX), or an INT8 /
     FP16 ONNX file standing alone."""
     if item.kind == "export":
-        exported = read_export(item.path)
-        for kind, path in exported.files.items():  # a file swapped since the export would be timed under its name
-            check_sha256(path, exported.report["artefacts"][kind], item.path / REPORT)
-        return exported
+        return read_checked(item.path)
     kind = onnx_artefact(item.path) if item.kind == "onnx" else "checkpoint"
     if kind in ("onnx-int8", "onnx-fp16"):
         in_chans, img_size, num_classes = onnx_shape(item.path)
@@ -83,8 +89,9 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     resolved, notes = resolve(items)
     data = gate_data(params, manifest) if manifest is not None else None
     dataset = load_manifest(manifest) if manifest is not None else None
-    models = [BenchModel(item.label, as_export(item, params, data, out_dir / "exports"),
-                         tuple(str(p) for p in item.given)) for item in resolved]
+    given = {item.label: read_checked(item.path) for item in resolved if item.kind == "export"}  # all read
+    models = [BenchModel(item.label, given.get(item.label) or as_export(item, params, data, out_dir / "exports"),
+                         tuple(str(p) for p in item.given)) for item in resolved]  # before anything is exported
     notes += teacher_note(models, params.teacher.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
