@@ -36,10 +36,8 @@ def read_checked(folder: Path) -> Exported:
 
 
 def as_export(item: Item, params: Params, data: GateData | None, exports: Path) -> Exported:
-    """The item as an export folder: read as it is, exported first (checkpoint, FP32 ONNX), or an INT8 /
-    FP16 ONNX file standing alone."""
-    if item.kind == "export":
-        return read_checked(item.path)
+    """A file given by hand as an export folder: exported first (checkpoint, FP32 ONNX), or an INT8 / FP16 ONNX
+    file standing alone (export folders are read by ``read_checked``)."""
     kind = onnx_artefact(item.path) if item.kind == "onnx" else "checkpoint"
     if kind in ("onnx-int8", "onnx-fp16"):
         in_chans, img_size, num_classes = onnx_shape(item.path)
@@ -89,9 +87,10 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     resolved, notes = resolve(items)
     data = gate_data(params, manifest) if manifest is not None else None
     dataset = load_manifest(manifest) if manifest is not None else None
-    given = {item.label: read_checked(item.path) for item in resolved if item.kind == "export"}  # all read
-    models = [BenchModel(item.label, given.get(item.label) or as_export(item, params, data, out_dir / "exports"),
-                         tuple(str(p) for p in item.given)) for item in resolved]  # before anything is exported
+    folders = {item.label: read_checked(item.path) for item in resolved if item.kind == "export"}  # every folder
+    models = [BenchModel(item.label, folders[item.label] if item.kind == "export"  # checked before any export
+                         else as_export(item, params, data, out_dir / "exports"), tuple(str(p) for p in item.given))
+              for item in resolved]
     notes += teacher_note(models, params.teacher.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = load_average()

@@ -52,7 +52,7 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
         if may_train and params.qat.mode == "always":
             require_modelopt()
         if may_train or qat_dir is not None:  # a file there failed (EEXIST) after the post-training export's work
-            check_out_dir(qat.qat_dir, "--qat-dir")
+            check_out_dir(qat.qat_dir, "--qat-dir" if qat_dir is not None else "QAT's folder (qat/ by --checkpoint)")
         if qat_dir is not None:  # a DVC output (dvc.yaml names it) even when QAT is not needed; the default
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # next to --checkpoint is made only by a training run
         report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
