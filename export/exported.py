@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..pipeline.errors import CakdError
-from ..pipeline.files.fileio import read_json
-from ..pipeline.settings.params import check_model_shape
+from ..pipeline.files.reports import artefact_file, read_export_report
 
 Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
                    "onnx-int8-qat-cpu"]
@@ -44,25 +43,14 @@ class Exported:
 
 
 def read_export(folder: Path) -> Exported:
-    """Open an export folder; a report that is not one, or names files that are gone, is one line."""
+    """Open an export folder; a report that is not one (``files.reports.ExportReport``: an artefact is a plain
+    file name in the folder), or names files that are gone, is one line. Nothing here opens an artefact."""
     path = folder / REPORT
-    report = read_json(path, "export report")
-    try:
-        entries = report["artefacts"]
-        model = report["model"]
-        check_model_shape(model.get("in_chans", 3), model["img_size"], model["num_classes"], str(path))
-        files = {kind: folder / entry["file"] for kind, entry in entries.items() if entry["status"] == "ok"}
-        missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items()
-                   if entry["status"] != "ok"}
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CakdError(f"{path} is not an export report of this cakd version ({type(err).__name__}: {err}): "
-                        "re-run cakd export") from None
-    unknown = sorted(set(files) - set(FILES))
+    report = read_export_report(path)
+    entries = report["artefacts"]
+    unknown = sorted(kind for kind, entry in entries.items() if entry["status"] == "ok" and kind not in FILES)
     if unknown:
         raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
-    gone = sorted(str(p) for p in files.values() if not p.is_file())
-    if gone:
-        raise CakdError(f"{path} names files that are gone: {', '.join(gone)} (re-run cakd export)")
+    files = {kind: artefact_file(folder, entry, path) for kind, entry in entries.items() if entry["status"] == "ok"}
+    missing = {kind: (entry["status"], entry["reason"]) for kind, entry in entries.items() if entry["status"] != "ok"}
     return Exported(folder, report, files, missing)
-
-

@@ -27,6 +27,7 @@ from cakd.export.runtimes import RUNTIMES
 from cakd.pipeline.cli import known_names
 from cakd.pipeline.data import build_datasets, load_manifest, prepare_data
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.files.fileio import file_sha256
 from cakd.pipeline.models import ModelSpec, create_model, load_model, save_model
 from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import bench
@@ -161,6 +162,11 @@ def test_corrupted_artefact_is_failed_on_every_runtime_and_never_picked(
     export_model(files["student"], tmp_path / "export", ["checkpoint", "onnx"], params.export,
                  gate_data(params, manifest))
     _corrupt_classifier(tmp_path / "export" / "model.onnx")
+    with pytest.raises(CakdError, match=r"model.onnx is not the file .*export.json recorded \(its sha256 differs\)"):
+        bench.run(params, [f"bad={tmp_path / 'export'}"], tmp_path / "bench", manifest)
+    report = json.loads((tmp_path / "export" / "export.json").read_text())  # an export whose file was bad from
+    report["artefacts"]["onnx"]["sha256"] = file_sha256(tmp_path / "export" / "model.onnx")  # the start
+    (tmp_path / "export" / "export.json").write_text(json.dumps(report))
 
     result = bench.run(params, [f"good={files['teacher']}", f"bad={tmp_path / 'export'}"], tmp_path / "bench",
                        manifest)

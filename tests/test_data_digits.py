@@ -109,7 +109,7 @@ def test_load_manifest_rejects_missing_and_malformed_files(tmp_path: Path) -> No
     manifest = prepare_data(DataParams(), seed=0, out_dir=tmp_path)
     del manifest["mean"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CakdError, match="lacks 'mean'.*cakd prepare"):
+    with pytest.raises(CakdError, match="missing key 'mean'.*cakd prepare"):
         load_manifest(tmp_path / "manifest.json")
 
 

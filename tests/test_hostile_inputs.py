@@ -204,10 +204,11 @@ ALIAS_BOMB = "seed:\n" + "".join([f"  a0: &a0 [{', '.join(['lol'] * 9)}]\n"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    (ALIAS_BOMB, "aliases expand to more than 100,000 values"),
-    ("a: &a [*a]\n", "an alias refers to a value that contains it"),
+    (ALIAS_BOMB, "its aliases expand to more than 100,000 values (an alias bomb?)"),
+    ("a: &a [*a]\n", "an alias refers to a value that contains it (a recursive alias)"),
     ("teacher: " + "[" * 20000 + "]" * 20000 + "\n", "nested more than 64 levels deep (line 1)"),
-    ("train: {epochs: 1}\nseed: 0\ntrain: {epochs: 2}\n", "key 'train' appears twice in one mapping (lines 1 and 3)"),
+    ("train: {epochs: 1}\nseed: 0\ntrain: {epochs: 2}\n",
+     "key 'train' appears twice in one mapping (lines 1 and 3); the second would silently replace the first"),
 ])
 def test_params_yaml_bombs_and_duplicates_are_one_short_line(tmp_path: Path, text: str, expected: str, capsys,
                                                              monkeypatch) -> None:
@@ -215,7 +216,7 @@ def test_params_yaml_bombs_and_duplicates_are_one_short_line(tmp_path: Path, tex
     started = time.monotonic()
     line = fails(["prepare"], tmp_path, capsys, monkeypatch)
     assert time.monotonic() - started < 5
-    assert line == f"cakd: error: params file params.yaml: {expected}" or expected in line
+    assert line == f"cakd: error: params file params.yaml: {expected}"
     assert len(line) < 300  # the bomb's message was 312 MB: it echoed the expanded value
 
 
@@ -390,9 +391,9 @@ def test_every_onnx_runtime_refuses_a_malformed_file_in_one_line(bad_onnx: dict[
 
 
 @pytest.mark.parametrize(("report", "expected"), [
-    ('{"artefacts": {}}', "is not an export report of this cakd version (KeyError: 'model')"),
+    ('{"artefacts": {}}', "export.json: missing key 'model' (re-run cakd export)"),
     ('{"artefacts": {}, "model": {"img_size": 60000, "num_classes": 10}}', "less than or equal to 1024"),
-    ("[1, 2]", "is not an export report"),
+    ("[1, 2]", "export.json is not a JSON object (it holds [1, 2]) (re-run cakd export)"),
     ("[" * 100_000, "not usable JSON: nested too deeply"),
 ])
 def test_a_malformed_export_json_is_one_line(project: Path, tmp_path: Path, report: str, expected: str, capsys,

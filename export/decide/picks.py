@@ -50,8 +50,11 @@ def pick_for(rows: list[BenchRow], runtime: str, budget_ms: float | None, tolera
     mine = [r for r in rows if r.runtime == runtime and r.batch_size == batch]
     usable = [r for r in mine if r.measured]
     if not usable:
-        why = {r.reason for r in mine if r.reason} or {"accuracy unknown: give --data to rank models"}
-        pick.reason = "no usable result: " + "; ".join(sorted(why))
+        if any(r.status == "ok" and r.top1 is None for r in mine):  # timed, not scored: the other rows' reasons
+            pick.reason = "no accuracy was measured: give --data to rank models"  # (a skipped QAT) are not why
+        else:
+            why = {r.reason for r in mine if r.reason} or {"nothing was timed on this runtime"}
+            pick.reason = "no usable result: " + "; ".join(sorted(why))
         return pick
     if budget_ms is not None or min_speedup is not None:
         usable, pick.reason, budget = _within_budget(usable, budget_ms, min_speedup, batch)

@@ -227,4 +227,5 @@ def _entry(kind: Artefact, folder: Path, status: str, reason: str | None = None,
     path = folder / FILES[kind]
     ok = status == "ok"
     return {"file": FILES[kind] if ok else None, "status": status, "reason": reason,
-            "size_bytes": path.stat().st_size if ok else None, **details}
+            "size_bytes": path.stat().st_size if ok else None, "sha256": file_sha256(path) if ok else None,
+            **details}

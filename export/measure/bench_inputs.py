@@ -9,6 +9,7 @@ with a note; every other item is its own model, under a label no other model has
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,8 +43,18 @@ def parse_item(item: str) -> tuple[str | None, Path]:
         label, path = item.split("=", 1)
         if not label:
             raise CakdError(f"'{item}': give LABEL=PATH with a non-empty label")
+        if not label.isprintable():  # a newline split the table's rows and named a folder under OUT/exports
+            raise CakdError(f"label {bounded(repr(label))}: a label is printable text (no newline or control "
+                            "character)")
         return label, Path(path)
     return None, Path(item)
+
+
+def folder_name(label: str) -> str:
+    """The folder under ``OUT/exports`` a label's export goes to: one plain name whatever the label says
+    (``runs/a`` has a slash, ``..`` would name OUT itself)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", label)
+    return name if name.strip(".") else f"_{name}"
 
 
 def onnx_artefact(path: Path) -> Artefact:

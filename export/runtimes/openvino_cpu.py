@@ -6,6 +6,7 @@ run an "FP32" model in bf16, and the bench would compare two different computati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
 from cakd.pipeline.errors import CakdError
+from cakd.pipeline.files.fileio import bounded
 
 
 def unavailable() -> str | None:
@@ -38,7 +40,7 @@ def build(session: Session) -> Runner:
         core = ov.Core()
         compiled = core.compile_model(core.read_model(str(session.path)), device, config)
     except Exception as err:  # OpenVINO raises RuntimeError subclasses with multi-line C++ messages
-        raise CakdError(f"OpenVINO cannot load {session.path}: {str(err).strip().splitlines()[0]}") from None
+        raise CakdError(f"OpenVINO cannot load {session.path}: {openvino_reason(err)}") from None
     output = compiled.output(0)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
@@ -55,3 +57,11 @@ def build(session: Session) -> Runner:
 
 RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": ("onnx-int8", "onnx-int8-qat-cpu")}, "onnxruntime",
                   unavailable, options, build)
+
+
+def openvino_reason(err: Exception) -> str:
+    """The lines of an OpenVINO error that say why, in one bounded line: its first lines only name the C++
+    source files the exception passed through (``Exception from src/inference/src/cpp/core.cpp:84:``)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    why = [line for line in lines if line and not re.fullmatch(r"Exception from \S+:\d+:", line)]
+    return bounded(" ".join(why) or type(err).__name__, 400)

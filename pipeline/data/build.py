@@ -22,6 +22,10 @@ PRESIZE_BYTES = 1 << 30
 
 def pool_dataset(cfg: DataParams, pools: Pools, split: str, indices: list[int], mean: list[float],
                  std: list[float], train: bool) -> TensorImageDataset:
+    size = len(pools.images[split])
+    if indices and max(indices) >= size:  # the schema checked they are integers >= 0
+        raise CakdError(f"the data manifest's '{split}' split has index {max(indices)}, but {cfg.name}'s {split} "
+                        f"split has {size} images: re-run `cakd prepare`")
     images, labels = pools.images[split][indices], pools.labels[split][indices]
     sized = len(indices) * 3 * cfg.img_size ** 2 <= PRESIZE_BYTES
     if sized:

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -41,7 +42,7 @@ def read_image(path: Path) -> tuple[Image.Image, bytes]:
             if width * height > MAX_IMAGE_PIXELS:
                 raise CakdError(f"corrupt or unreadable image {path}: {width}x{height} pixels, more than the "
                                 f"{MAX_IMAGE_PIXELS:,} allowed")
-            return img.convert("RGB"), data
+            return eight_bit(img).convert("RGB"), data
     except UnidentifiedImageError:  # its own text would name the in-memory buffer, not the file
         raise CakdError(f"corrupt or unreadable image {path} (not an image format PIL recognises)") from None
     except CakdError:
@@ -49,6 +50,15 @@ def read_image(path: Path) -> tuple[Image.Image, bytes]:
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = " ".join(f"{type(err).__name__}: {err}".split())
         raise CakdError(f"corrupt or unreadable image {path} ({reason[:200]})") from None
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PNG, TIFF) scaled to 8 bits: PIL's ``convert("RGB")`` clips every value above
+    255, so all but the darkest 0.4% of its range became white."""
+    if img.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return img
+    values = np.asarray(img, dtype=np.int64)
+    return Image.fromarray(np.clip(values >> 8, 0, 255).astype(np.uint8), "L")
 
 
 class TensorImageDataset(Dataset):

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CakdError
-from ..files.fileio import read_json
+from ..files.reports import read_manifest
 from ..settings.params import DataParams
 
-REQUIRED = ("source", "params", "seed", "classes", "num_classes", "img_size", "mean", "std", "counts",
-            "content_hash", "splits")
 # The data params that change which images are selected or how they are measured, per source; a manifest
 # made under other values is stale. Augmentation and mixup are applied later and are not listed.
 SELECTION_KEYS = {
@@ -24,21 +22,9 @@ def selection_params(cfg: DataParams) -> dict:
 
 
 def load_manifest(path: Path) -> dict:
-    """Read and shape-check a manifest; anything missing or malformed is one line asking to re-prepare."""
-    path = Path(path)
-    manifest = read_json(path, "data manifest")
-    if not isinstance(manifest, dict):
-        raise CakdError(f"data manifest {path} is not a JSON object: re-run `cakd prepare`")
-    missing = [key for key in REQUIRED if key not in manifest]
-    if missing:
-        raise CakdError(f"data manifest {path} lacks '{missing[0]}': re-run `cakd prepare`")
-    splits = manifest["splits"]
-    for split in ("train", "test"):
-        if not isinstance(splits, dict) or not isinstance(splits.get(split), dict) or not (
-                {"files", "indices"} & set(splits[split])):
-            raise CakdError(f"data manifest {path} has no usable '{split}' split: "
-                            "re-run `cakd prepare`")
-    return manifest
+    """Read and shape-check a manifest (``files.reports.Manifest``); anything missing or malformed is one line
+    asking to re-prepare."""
+    return read_manifest(Path(path))
 
 
 def check_manifest(manifest: dict, cfg: DataParams) -> None:

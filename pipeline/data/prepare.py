@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..errors import CakdError
 from ..files.fileio import remove_outputs, write_json
 from ..settings.params import DataParams
 from .digits import stratified_split
@@ -42,6 +43,9 @@ def prepare_data(cfg: DataParams, seed: int, out_dir: Path) -> dict:
     remove_outputs([path])
     body, labels = prepare_imagefolder(cfg, seed) if cfg.name == "imagefolder" else prepare_pools(cfg, seed)
     num_classes = len(body["classes"])
+    if num_classes < 2:  # a model of one class "reaches 100%" by always answering it
+        raise CakdError(f"the dataset has {num_classes} class ({', '.join(map(str, body['classes'])) or 'none'}): "
+                        "classification needs at least 2")
     manifest = {
         "source": cfg.name,
         "params": selection_params(cfg),

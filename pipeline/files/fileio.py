@@ -15,6 +15,12 @@ from typing import Any
 
 from ..errors import CakdError
 
+# Files cakd wrote and reads back (reports, export.json, the data manifest) are input like any other: read
+# through ``read_json`` under these bounds. Reports are a few KB (a bench of 100 models: ~1 MB); a manifest
+# lists every selected image (ImageNet's 1.3 M files: ~60 MB).
+MAX_REPORT_BYTES = 16 << 20
+MAX_MANIFEST_BYTES = 256 << 20
+MAX_JSON_DEPTH = 64  # nesting levels (cakd's reports use 5)
 TEMP_MARK = ".cakd-tmp-"  # every temporary file or folder cakd makes next to an output carries this mark
 
 
@@ -117,13 +123,16 @@ def read_regular(path: str | Path, limit: int, what: str = "file") -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CakdError(f"{what} not found: {path}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:  # judged before a file object exists: fdopen on a folder raised EISDIR naming the descriptor ("3")
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CakdError(f"{what} {path} is not a regular file ({_kind(info.st_mode)}): refused")
         if info.st_size > limit:
             raise CakdError(f"{what} {path} is {info.st_size:,} bytes, more than the {limit:,} allowed")
-        data = f.read(limit + 1)  # the file may have grown since fstat
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # the file may have grown since fstat
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise CakdError(f"{what} {path} is more than the {limit:,} bytes allowed")
     return data
@@ -178,16 +187,34 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
+def read_json(path: str | Path, what: str = "file", limit: int = MAX_REPORT_BYTES) -> Any:
+    """The JSON value of a regular file of at most ``limit`` bytes, nested at most ``MAX_JSON_DEPTH`` levels:
+    every file cakd reads back goes through here, as params.yaml goes through its bounded loader (a 1 GB
+    report was read whole before it was found not to be JSON)."""
     path = Path(path)
-    if not path.is_file():
-        raise CakdError(f"{what} not found: {path}")
+    data = read_regular(path, limit, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(data.decode("utf-8"))
+        deep = _deeper_than(value, MAX_JSON_DEPTH)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CakdError(f"{what} {path} is not valid JSON: {bounded(str(err))}") from None
-    except RecursionError:
-        raise CakdError(f"{what} {path} is not usable JSON: nested too deeply") from None
+    except RecursionError:  # json's parser recurses: ~1000 levels end it before the walk below could
+        deep = True
+    if deep:
+        raise CakdError(f"{what} {path} is not usable JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return value
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    """Whether lists and objects nest more than ``depth`` levels (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, level = stack.pop()
+        if level > depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def bounded(text: str, limit: int = 200) -> str:

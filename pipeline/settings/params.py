@@ -521,18 +521,23 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
 def read_params_file(path: Path) -> Any:
     """The YAML value of a params file: a regular UTF-8 file of at most ``MAX_PARAMS_BYTES``, read by the
     bounded loader (no duplicate keys, no alias bombs, no deep nesting); anything else is one line."""
-    data = read_regular(path, MAX_PARAMS_BYTES, "params file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CakdError(f"params file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                        f"{err.start})") from None
+    text = read_params_text(path)
     try:
         return load_yaml(text) or {}
     except yaml.YAMLError as err:
         raise CakdError(f"params file {path} is not valid YAML: {bounded(str(err).splitlines()[0])}") from None
     except CakdError as err:
         raise CakdError(f"params file {path}: {err}") from None
+
+
+def read_params_text(path: Path) -> str:
+    """The text of a params file: a regular UTF-8 file of at most ``MAX_PARAMS_BYTES``, else one line."""
+    data = read_regular(path, MAX_PARAMS_BYTES, "params file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CakdError(f"params file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                        f"{err.start})") from None
 
 
 def _override_at(overrides: list[str], loc: tuple) -> str | None:

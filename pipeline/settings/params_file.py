@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import CakdError
 from ..files.fileio import atomic_path
-from .params import KnownNames, Params, load_params
+from .params import KnownNames, Params, load_params, read_params_text
 from .safeyaml import load_yaml
 
 TOP_LEVEL = re.compile(r"^[^\s#]")  # a line that starts a new top-level key (or a document marker)
@@ -57,7 +57,7 @@ def replace_students(path: Path, students: dict[str, dict], notes: dict[str, str
     """Write ``students`` (NAME -> {model, kwargs, ...}) as params.yaml's students, keeping the rest of the file;
     one line, and the file untouched, if the result would not be the same params with only the students changed
     or would not validate."""
-    text = path.read_text()
+    text = read_params_text(path)  # bounded like every read of params.yaml (the file may have changed)
     before = load_yaml(text)  # the bounded loader params.yaml is read with
     lines = text.splitlines(keepends=True)
     start, end = _block_span(lines, path)

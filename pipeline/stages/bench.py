@@ -10,26 +10,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...export.decide.picks import picks
+from ...export.decide.picks import TEACHER, picks
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
-from ...export.exported import Exported, read_export
+from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
 from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
-from ...export.measure.bench_inputs import Item, onnx_artefact, onnx_shape, resolve
+from ...export.measure.bench_inputs import Item, folder_name, onnx_artefact, onnx_shape, resolve
 from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import RUNTIMES, Settings
 from ..data import load_manifest
 from ..files.fileio import clean_stale, remove_outputs, temp_beside, write_json
+from ..files.reports import check_sha256
 from ..reporting import profiling
 from ..reporting.ui import console
 from ..settings.params import Params
 
 
+def read_checked(folder: Path) -> Exported:
+    """An export folder given to the bench, its files checked against the sha256 export.json recorded: a file
+    swapped since the export would be timed under the folder's name."""
+    exported = read_export(folder)
+    for kind, path in exported.files.items():
+        check_sha256(path, exported.report["artefacts"][kind], folder / REPORT)
+    return exported
+
+
 def as_export(item: Item, params: Params, data: GateData | None, exports: Path) -> Exported:
-    """The item as an export folder: read as it is, exported first (checkpoint, FP32 ONNX), or an INT8 /
-    FP16 ONNX file standing alone."""
-    if item.kind == "export":
-        return read_export(item.path)
+    """A file given by hand as an export folder: exported first (checkpoint, FP32 ONNX), or an INT8 / FP16 ONNX
+    file standing alone (export folders are read by ``read_checked``)."""
     kind = onnx_artefact(item.path) if item.kind == "onnx" else "checkpoint"
     if kind in ("onnx-int8", "onnx-fp16"):
         in_chans, img_size, num_classes = onnx_shape(item.path)
@@ -37,7 +45,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
     from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
 
-    folder = exports / item.label.replace("/", "_")
+    folder = exports / folder_name(item.label)
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
     if data is None:
         import torch
@@ -47,6 +55,17 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
     export_model(item.path, folder, artefacts_for(params.deploy.runtimes, params.deploy.precisions),
                  params.export, data)
     return read_export(folder)
+
+
+def teacher_note(models: list[BenchModel], teacher: str) -> list[str]:
+    """The label ``teacher`` makes a model the reference of every speed-up (``bench.min_speedup``): say so when
+    that model is not params.yaml's ``teacher.model`` (a student labelled teacher by mistake)."""
+    labelled = next((m for m in models if m.label == TEACHER), None)
+    name = labelled.exported.report.get("model", {}).get("name") if labelled is not None else None
+    if name is None or name == teacher:
+        return []
+    return [f"the model labelled {TEACHER} is a {name}, not params.yaml's teacher.model {teacher}: every speed-up "
+            "and bench.min_speedup is measured against it"]
 
 
 def _input_of(item: Item) -> tuple[int, int]:
@@ -68,8 +87,11 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     resolved, notes = resolve(items)
     data = gate_data(params, manifest) if manifest is not None else None
     dataset = load_manifest(manifest) if manifest is not None else None
-    models = [BenchModel(item.label, as_export(item, params, data, out_dir / "exports"),
-                         tuple(str(p) for p in item.given)) for item in resolved]
+    folders = {item.label: read_checked(item.path) for item in resolved if item.kind == "export"}  # every folder
+    models = [BenchModel(item.label, folders[item.label] if item.kind == "export"  # checked before any export
+                         else as_export(item, params, data, out_dir / "exports"), tuple(str(p) for p in item.given))
+              for item in resolved]
+    notes += teacher_note(models, params.teacher.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
     clean_stale(out_dir / "work")  # what a killed bench left: compiled engines, runtimes' temporary files

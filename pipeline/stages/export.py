@@ -21,7 +21,7 @@ from ...export.make.qat import QatJob, require_modelopt
 from ...export.runtimes import RUNTIMES, Artefact, Precision
 from ...export.runtimes.tensorrt_gpu import build_engine
 from ..errors import CakdError
-from ..files.fileio import file_sha256, write_json
+from ..files.fileio import check_out_dir, file_sha256, write_json
 from ..models import load_model
 from ..reporting import profiling
 from ..reporting.ui import console
@@ -52,8 +52,10 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
             load_model(qat.supervisor)  # so is the teacher: before any artefact is made
         if may_train and params.qat.mode == "always":
             require_modelopt()
-        if may_train or qat_dir is not None:
-            qat.qat_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when QAT is not needed
+        if may_train or qat_dir is not None:  # a file there failed (EEXIST) after the post-training export's work
+            check_out_dir(qat.qat_dir, "--qat-dir" if qat_dir is not None else "QAT's folder (qat/ by --checkpoint)")
+        if qat_dir is not None:  # a DVC output (dvc.yaml names it) even when QAT is not needed; the default
+            qat.qat_dir.mkdir(parents=True, exist_ok=True)  # next to --checkpoint is made only by a training run
         report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
     print_export(report, out_dir)
     if fmt == "trt":

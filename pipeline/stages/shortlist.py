@@ -162,8 +162,6 @@ def print_shortlist(result: dict) -> None:
 def apply_top(result: dict, k: int, params_path: Path, known: KnownNames | None) -> list[str]:
     """Write the top ``k`` ranked candidates into params.yaml's ``students:`` (the rest of the file kept)."""
     ranking = result["ranking"]
-    if k < 1:
-        raise CakdError(f"--apply takes how many candidates to train (1 or more), not {k}")
     if len(ranking) < k:
         budget = _budget_text(result["settings"])
         raise CakdError(f"--apply {k}: only {len(ranking)} candidate(s) fit the budget ({budget}); apply fewer or "
@@ -192,6 +190,8 @@ def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_pat
         apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None) -> dict:
     """Measure (or, with ``from_report``, read a shortlist measured before), print, and apply if asked."""
     profiling.mark_ready()
+    if apply is not None and apply < 1:  # before the minutes of measuring and the table it prints
+        raise CakdError(f"--apply takes how many candidates to train (1 or more), not {apply}")
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)

@@ -15,9 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...export.exported import read_export
+from ...export.measure.bench_report import read_bench_report
 from ...export.measure.rows import BenchRow, Pick
 from ..files import layout
-from ..files.fileio import read_json, write_json
+from ..files.fileio import write_json
+from ..files.reports import read_eval_report, read_teacher_report
 from ..reporting import profiling
 from ..reporting.ui import console
 
@@ -66,7 +68,7 @@ def runtime_failures(rows: list[BenchRow], label: str) -> list[str]:
 
 def export_entry(folder: Path) -> dict:
     artefacts = read_export(folder).report["artefacts"]
-    parity = artefacts["onnx"].get("parity") or {}
+    parity = (artefacts.get("onnx") or {}).get("parity") or {}
     shipped = [kind for kind in INT8_KINDS if artefacts.get(kind, {}).get("status") == "ok"]
     return {"onnx_max_abs_diff": parity.get("max_abs_diff"), "onnx_top1_agreement": parity.get("top1_agreement"),
             "int8_shipped": shipped[0] if shipped else None, "int8": int8_outcome(artefacts)}
@@ -75,7 +77,7 @@ def export_entry(folder: Path) -> dict:
 def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict) -> dict:
     """summary.json from the reports of the teacher and of ``students`` (name -> timm model), and the bench:
     the teacher, each student and the per-runtime picks (keyed by runtime, so DVC flattens them into columns)."""
-    teacher = read_json(reports / layout.TEACHER_REPORT.name, "teacher metrics")
+    teacher = read_teacher_report(reports / layout.TEACHER_REPORT.name)
     rows = [BenchRow.from_dict(row) for row in bench["rows"]]
     chosen = [Pick.from_dict(pick) for pick in bench["picks"]]
     teacher_export = export_entry(layout.export_dir("teacher", exports))
@@ -85,12 +87,12 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
                           "runtime_failures": runtime_failures(rows, "teacher")},
               "students": {}}
     for name, model in students.items():
-        evaluation = read_json(layout.student_report(name, "eval", reports), f"evaluation of student {name}")
+        evaluation = read_eval_report(layout.student_report(name, "eval", reports), name)
         result["students"][name] = {
             "model": model,
             "baseline_top1": evaluation["baseline"]["top1"],
             "distilled_top1": evaluation["student"]["top1"],
-            "assistant_top1": evaluation.get("assistant", {}).get("top1"),
+            "assistant_top1": (evaluation.get("assistant") or {}).get("top1"),
             "gain": evaluation["gain_over_baseline"],
             **export_entry(layout.export_dir(name, exports)),
             "latency_ms": latency_of(rows, name),
@@ -143,7 +145,7 @@ def print_summary(summary: dict) -> None:
 
 def run(students: dict[str, str], reports: Path, exports: Path, bench_path: Path, out: Path) -> dict:
     profiling.mark_ready()
-    summary = collect(students, reports, exports, read_json(bench_path, "latency report"))
+    summary = collect(students, reports, exports, read_bench_report(bench_path))  # every input read and checked
     write_json(out, summary)
     print_summary(summary)
     return summary

@@ -55,13 +55,18 @@ def plan_for(role: Role, params: Params, student: Student | None = None) -> Plan
                  params.distill.lr, method_params))
 
 
-def teacher_for(plan: Plan, teacher_path: Path | None) -> StagedModel | None:
-    """The trained teacher a student's method learns from; None when the method does not need one."""
+def teacher_for(plan: Plan, teacher_path: Path | None, expected: str) -> StagedModel | None:
+    """The trained teacher a student's method learns from; None when the method does not need one. A model
+    other than params.yaml's ``teacher.model`` (a student's checkpoint given by mistake) is said in one line."""
     if plan.role == "teacher" or not METHODS[plan.method].needs_teacher:
         return None
     if teacher_path is None:
         raise CakdError(f"distillation method '{plan.method}' needs a teacher: pass --teacher PATH")
-    return load_model(teacher_path)
+    teacher = load_model(teacher_path)
+    if teacher.spec.name != expected:
+        console.print(f"warning: --teacher {teacher_path} is a {teacher.spec.name}, not params.yaml's teacher.model "
+                      f"{expected}: distilling from it as the teacher", markup=False)
+    return teacher
 
 
 def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_path: Path | None = None,
@@ -71,7 +76,7 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
     profiling.mark_ready()
     plan = plan_for(role, params, student)
     manifest = load_manifest(manifest_path)
-    teacher = teacher_for(plan, teacher_path)
+    teacher = teacher_for(plan, teacher_path, params.teacher.model)
     placement = place(params.machine.threads)
     try:
         with profiling.phase("data"):
