@@ -139,8 +139,8 @@ def test_pretrained_offline_uses_the_local_cache_or_says_it_lacks_it(project: Pa
 
 
 def test_params_layer_imports_no_model_code() -> None:
-    code = "import sys, pipeline.params; print(sorted(m for m in ('torch', 'timm', 'pipeline.models') " \
-           "if m in sys.modules))"
+    code = "import sys, cakd.pipeline.settings.params; print(sorted(m for m in ('torch', 'timm', " \
+           "'cakd.pipeline.models') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
