@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ..pipeline.errors import CakdError
 from ..pipeline.files.fileio import read_json
 from ..pipeline.settings.params import check_model_shape
+from .artefacts import ARTEFACTS, Artefact
 
-Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
-                   "onnx-int8-qat-cpu"]
 REPORT = "export.json"
-FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
-                              "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
-                              "onnx-int8-qat": "model.int8-qat.onnx", "onnx-int8-qat-cpu": "model.int8-qat-cpu.onnx"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,7 @@ def read_export(folder: Path) -> Exported:
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CakdError(f"{path} is not an export report of this cakd version ({type(err).__name__}: {err}): "
                         "re-run cakd export") from None
-    unknown = sorted(set(files) - set(FILES))
+    unknown = sorted(set(files) - set(ARTEFACTS))
     if unknown:
         raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
     gone = sorted(str(p) for p in files.values() if not p.is_file())

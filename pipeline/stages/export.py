@@ -13,7 +13,8 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.exported import FILES, REPORT, read_export
+from ...export.artefacts import FILES
+from ...export.exported import REPORT, read_export
 from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
 from ...export.make.gate_data import gate_data
 from ...export.make.qat import QatJob, require_modelopt

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ...export.artefacts import int8_kinds
 from ...export.exported import read_export
 from ...export.measure.rows import BenchRow, Pick
 from ..files import layout
@@ -21,7 +22,7 @@ from ..files.fileio import read_json, write_json
 from ..reporting import profiling
 from ..reporting.ui import console
 
-INT8_KINDS = ("onnx-int8", "onnx-int8-qat-cpu", "onnx-int8-qat")  # CPU forms in order of preference, then TensorRT's
+INT8_KINDS = int8_kinds("cpu") + int8_kinds("trt")  # the CPU forms in order of preference, then TensorRT's
 
 
 def int8_outcome(artefacts: dict) -> str:
