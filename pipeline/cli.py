@@ -196,7 +196,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
     cfg = _params(params, overrides)
-    pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
+    pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in (layout.TEACHER, *cfg.students)]
     check_out_dir(out)
     stage.run(cfg, models or pipeline_exports, out, data)
 

@@ -9,8 +9,8 @@ the gate in ``cakd export``); the artefact table says which kinds an untrained n
 ``measure``: interleaved rounds over every candidate and the teacher, so a burst of load falls on all alike,
 and the round spread says how far a number can be trusted.
 
-Ranking (``rank``): a candidate is within budget when its p50 at the shortlist's batch size is at most
-``budget_ms`` and it is at least ``min_speedup`` times faster than the teacher (either condition may be off).
+Ranking (``rank``): a candidate is within budget when its p50 at the shortlist's batch size is within the
+budget (``budget_ms``, ``min_speedup`` over the untrained teacher: ``budget.py``'s rule, the bench's too).
 Within budget, one per family first (each family's candidate with the most GFLOPs, then parameters; families in
 the order of that candidate's GFLOPs, descending), then the other candidates by GFLOPs (then parameters),
 descending: more capacity learns more within the same latency, and one per family keeps the top K from being
@@ -39,8 +39,8 @@ from ..measure.bench import Timing, count_gflops, measure
 from ..measure.bench_inputs import int8_activations
 from ..measure.rows import BenchRow
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from .budget import TEACHER, limit_ms, over_budget
 
-TEACHER = "teacher"
 RULE = ("within budget: p50 <= budget_ms and speed-up over the teacher >= min_speedup; then one per family "
         "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending")
 
@@ -206,14 +206,10 @@ def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedu
         verdict.reason = f"failed: {row.reason}"
         return verdict
     verdict.speedup = teacher.p50_ms / row.p50_ms
-    limits = [x for x in (budget_ms, teacher.p50_ms / min_speedup if min_speedup else None) if x is not None]
-    why = []
-    if budget_ms is not None and row.p50_ms > budget_ms:
-        why.append(f"p50 {row.p50_ms:.3f} ms > budget {budget_ms:g} ms")
-    if min_speedup is not None and verdict.speedup < min_speedup:
-        why.append(f"{verdict.speedup:.2f}x the teacher's speed < {min_speedup:g}x")
-    verdict.within_budget, verdict.reason = not why, "; ".join(why) or None
-    verdict.borderline = any(row.p50_round_min_ms <= limit <= row.p50_round_max_ms for limit in limits)
+    verdict.reason = over_budget(row.p50_ms, budget_ms, min_speedup, teacher.p50_ms)
+    verdict.within_budget = verdict.reason is None
+    limit = limit_ms(budget_ms, min_speedup, teacher.p50_ms)
+    verdict.borderline = limit is not None and row.p50_round_min_ms <= limit <= row.p50_round_max_ms
     return verdict
 
 

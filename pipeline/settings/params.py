@@ -23,6 +23,7 @@ from pydantic import (
 
 from ..errors import CakdError
 from ..files.fileio import bounded, read_regular
+from ..files.layout import TEACHER
 from .safeyaml import load_yaml
 
 MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~10 KB; a larger file is a mistake (or a bomb)
@@ -347,7 +348,7 @@ class MachineParams(Section):
 
 
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
-RESERVED_LABELS = {"teacher"}  # artifacts/export/teacher is the teacher's export
+RESERVED_LABELS = {TEACHER}  # artifacts/export/teacher is the teacher's export
 
 
 def check_student_names(names: Iterable[str], what: str = "student") -> None:

@@ -79,11 +79,11 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     teacher = read_json(reports / layout.TEACHER_REPORT.name, "teacher metrics")
     rows = [BenchRow.from_dict(row) for row in bench["rows"]]
     chosen = [Pick.from_dict(pick) for pick in bench["picks"]]
-    teacher_export = export_entry(layout.export_dir("teacher", exports))
+    teacher_export = export_entry(layout.export_dir(layout.TEACHER, exports))
     result = {"teacher": {"model": teacher["model"], "top1": teacher["accuracy"],
                           "source": teacher.get("teacher_source"), **teacher_export,
-                          "latency_ms": latency_of(rows, "teacher"),
-                          "runtime_failures": runtime_failures(rows, "teacher")},
+                          "latency_ms": latency_of(rows, layout.TEACHER),
+                          "runtime_failures": runtime_failures(rows, layout.TEACHER)},
               "students": {}}
     for name, model in students.items():
         evaluation = read_json(layout.student_report(name, "eval", reports), f"evaluation of student {name}")
