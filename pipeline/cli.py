@@ -19,7 +19,8 @@ from .errors import CakdError
 from .files import layout
 from .files.fileio import bounded, check_out_dir
 from .reporting import profiling
-from .settings.params import KnownNames, Params, load_params
+from .settings.loading import load_params
+from .settings.params import KnownNames, Params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")

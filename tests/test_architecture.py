@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cakd.pipeline.settings.params import Params
+from cakd.pipeline.settings.params import Params, ShortlistParams
 
 try:
     import tomllib
@@ -124,6 +124,9 @@ def test_params_yaml_and_the_schema_have_one_set_of_defaults() -> None:
         checked.append(name)
     assert Params.model_fields["seed"].default == shipped["seed"]
     assert {"data", "train", "distill", "export", "deploy", "bench", "machine"} <= set(checked)
+    # the candidate grid has no default in code: params.yaml's is the only copy; the rest of the section is checked
+    candidates = shipped["shortlist"]["candidates"]
+    assert ShortlistParams(candidates=candidates).model_dump(mode="json") == shipped["shortlist"]
 
 
 def test_the_bench_only_reads_artefacts() -> None:

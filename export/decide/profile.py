@@ -36,8 +36,8 @@ from ...pipeline.settings.params import ExportParams
 from ..artefacts import ARTEFACTS
 from ..make.artefacts import make_untrained
 from ..measure.bench import Timing, count_gflops, measure
-from ..measure.bench_inputs import int8_activations
 from ..measure.rows import BenchRow
+from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from .budget import TEACHER, limit_ms, over_budget
 

@@ -23,10 +23,11 @@ from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import atomic_dir, file_sha256, write_json
 from ...pipeline.models import StagedModel, load_model
 from ...pipeline.reporting import profiling
-from ...pipeline.settings.params import ExportParams, fingerprint
+from ...pipeline.settings.fingerprint import fingerprint
+from ...pipeline.settings.params import ExportParams
 from ..artefacts import ARTEFACTS, FILES, made_by
 from ..exported import REPORT
-from ..measure.bench_inputs import onnx_shape
+from ..onnx_inspect import onnx_shape
 from ..runtimes import RUNTIMES, Artefact, Precision
 from .gate_data import GateData
 from .int8 import export_int8, gate_int8_file, logits_on, quantize_int8

@@ -27,9 +27,9 @@ from ...pipeline.errors import CakdError
 from ...pipeline.models import load_model
 from ...pipeline.reporting import profiling
 from ..exported import Exported
+from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
-from .bench_inputs import int8_activations
 from .rows import BenchRow
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]

@@ -30,7 +30,8 @@ from ..files.fileio import clean_stale, read_json, remove_outputs, temp_beside, 
 from ..models import ModelSpec
 from ..reporting import profiling
 from ..reporting.ui import console
-from ..settings.params import KnownNames, Params, fingerprint
+from ..settings.fingerprint import fingerprint
+from ..settings.params import KnownNames, Params
 from ..settings.params_file import replace_students
 
 TIMING_KEYS = {"warmup", "runs", "rounds", "threads", "openvino_hint"}
@@ -192,6 +193,9 @@ def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_pat
         apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None) -> dict:
     """Measure (or, with ``from_report``, read a shortlist measured before), print, and apply if asked."""
     profiling.mark_ready()
+    if params.shortlist is None:
+        raise CakdError(f"{params_path} has no shortlist section: cakd shortlist needs its candidates "
+                        "(shortlist.candidates, as in the shipped params.yaml)")
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)
