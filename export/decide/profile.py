@@ -35,7 +35,7 @@ from ...pipeline.reporting import profiling
 from ...pipeline.settings.params import ExportParams
 from ..artefacts import ARTEFACTS
 from ..make.artefacts import make_untrained
-from ..measure.bench import Timing, count_gflops, measure
+from ..measure.bench import Timing, count_gflops, failure_line, measure
 from ..measure.rows import BenchRow
 from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
@@ -94,13 +94,6 @@ def build(name: str, spec: ModelSpec) -> Profiled:
                     count_gflops(net, spec.img_size, spec.in_chans))
 
 
-def _failure(err: Exception) -> str:
-    """A candidate's export or runtime failure as its one-line reason."""
-    if isinstance(err, CakdError):
-        return str(err)
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
-
 def export_job(spec: dict, artefact: Artefact, folder: str, cfg: dict, images: torch.Tensor
                ) -> tuple[Path | None, str | None]:
     """One export in a worker process: the network rebuilt from its spec (other random weights, the same graph
@@ -110,7 +103,7 @@ def export_job(spec: dict, artefact: Artefact, folder: str, cfg: dict, images: t
     try:
         return make_untrained(net, artefact, Path(folder), ExportParams.model_validate(cfg), images), None
     except Exception as err:  # exporters raise many types; the candidate is listed as failed with the reason
-        return None, _failure(err)
+        return None, failure_line(err)
 
 
 def export_all(items: list[Profiled], artefact: Artefact, work: Path, cfg: ExportParams, images: torch.Tensor,
@@ -127,7 +120,7 @@ def export_all(items: list[Profiled], artefact: Artefact, work: Path, cfg: Expor
             try:
                 item.path = make_untrained(item.net, artefact, work / item.name, cfg, images)
             except Exception as err:  # listed as failed, with the reason
-                item.error = _failure(err)
+                item.error = failure_line(err)
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(export_job, item.spec.to_dict(), artefact, str(work / item.name),
@@ -168,7 +161,7 @@ def profile(items: list[Profiled], target: Target, timing: Timing, settings: Set
                     runners[item.name] = RUNTIMES[target.runtime].build(Session(
                         item.path, target.precision, item.net, item.spec.img_size, item.spec.in_chans, settings))
             except Exception as err:  # a runtime that cannot load the file: the candidate's failure
-                item.error = _failure(err)
+                item.error = failure_line(err)
         if item.error is not None and item.name == TEACHER:
             raise CakdError(f"the teacher ({item.spec.name}) cannot be timed on {target.runtime}: {item.error}")
     names = list(runners)
