@@ -99,7 +99,7 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         uncovered = _uncovered_rejections(entries)
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
-        report = {"source": str(source), **made, "settings": settings_key(cfg, kinds, qat)}
+        report = {"source": str(source), **made, "settings": export_key(cfg, kinds, qat)}
         write_json(tmp / REPORT, report)
     return report
 
@@ -154,7 +154,7 @@ def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
     return {"checkpoint_sha256": None, "model": model, "artefacts": made}
 
 
-def settings_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
+def export_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
     """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
     the same key."""
     qat_key = qat.key() if qat is not None and any(kind in QAT_KINDS for kind in kinds) else None

@@ -39,7 +39,7 @@ EXPORT_KEYS = {"opset", "atol", "fp16_atol", "int8_activations", "int8_reduce_ra
 DATA_KEYS = {"name", "root", "img_size"}  # the input size and, through the dataset, the class count
 
 
-def settings_key(params: Params) -> str:
+def shortlist_key(params: Params) -> str:
     """Everything a shortlist's numbers depend on: ``--from`` refuses a report measured under other settings."""
     return fingerprint(params.shortlist.model_dump(mode="json", exclude={"jobs"}), params.teacher.model,
                        params.teacher.kwargs, params.data.model_dump(mode="json", include=DATA_KEYS),
@@ -90,7 +90,7 @@ def report(params: Params, items: list[Profiled], timed: dict) -> dict:
     entries = {v.name: {"family": v.family, "model": v.model, "kwargs": v.kwargs, "rank": v.rank,
                         "within_budget": v.within_budget, "borderline": v.borderline, "speedup": v.speedup,
                         "reason": v.reason, "row": v.row.to_dict()} for v in verdicts}
-    return {"settings": timed, "key": settings_key(params), "rule": RULE,
+    return {"settings": timed, "key": shortlist_key(params), "rule": RULE,
             "teacher": {"family": teacher.family, "model": teacher.spec.name, "kwargs": dict(teacher.spec.kwargs),
                         "row": teacher.row.to_dict()},
             "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k]}
@@ -183,7 +183,7 @@ def apply_top(result: dict, k: int, params_path: Path, known: KnownNames | None)
 def reuse(params: Params, path: Path) -> dict:
     """An earlier shortlist, refused in one line if params.yaml now says anything that would change its numbers."""
     result = read_json(path, "shortlist report")
-    if not isinstance(result, dict) or result.get("key") != settings_key(params):
+    if not isinstance(result, dict) or result.get("key") != shortlist_key(params):
         raise CakdError(f"{path} was measured under other settings than params.yaml's now (shortlist, teacher, data, "
                         "bench timing or export): run `cakd shortlist` again")
     return result
