@@ -257,9 +257,9 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
             if results is not None:
                 row.top1, row.max_abs_diff = results[cand.key].top1, max_abs_diff(results, cand.key)
             rows.append(row)
-    for cand in (c for c in candidates if c.key in failed):  # could not be built or run: no numbers, the reason
-        rows += [_row(cand.loaded, cand.runtime, cand.precision, cand.artefact, b, "failed", failed[cand.key],
-                      cand.path) for b in timing.batch_sizes]
+    for cand in (c for c in candidates if c.key in failed):  # not built or run: no numbers (nor file read), the reason
+        rows += [_row(cand.loaded, cand.runtime, cand.precision, cand.artefact, b, "failed", failed[cand.key])
+                 for b in timing.batch_sizes]
     for loaded_model, runtime, precision, artefact, status, reason in skipped:
         rows += [_row(loaded_model, runtime, precision, artefact, b, status, reason) for b in timing.batch_sizes]
     return rows
