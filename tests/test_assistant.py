@@ -51,26 +51,27 @@ def test_assistant_is_built_from_the_pair_own_modules(t_name: str, s_name: str, 
     torch.manual_seed(0)
     teacher, student = tiny(t_name), tiny(s_name)
     fused = build_fused_assistant(teacher, student)
-    c, a = {"teacher": teacher, "student": student}[front_role], {"teacher": teacher, "student": student}[back_role]
+    pair = {"teacher": teacher, "student": student}
+    front, back = pair[front_role], pair[back_role]
     assert (fused.front_role, fused.back_role) == (front_role, back_role)
-    assert fused.stem is c.stem and fused.head is a.head and fused.stage4 is a.stages[3]
-    assert all(fused.stages[k] is c.stages[k] for k in range(3))
+    assert fused.stem is front.stem and fused.head is back.head and fused.stage4 is back.stages[3]
+    assert all(fused.stages[k] is front.stages[k] for k in range(3))
     homogeneous = (teacher.arch == "cnn") == (student.arch == "cnn")
     assert (fused.l2g.block is None) == homogeneous  # a plain projector between models of one kind
 
-    # L2G hands S4_A exactly the tensor shape it gets inside A (token grid, width, prefix tokens)
+    # L2G hands the back model's S4 exactly the tensor shape it gets inside it (token grid, width, prefix tokens)
     x = torch.randn(4, 3, IMG, IMG)
     fused.eval()
-    c_out = c.forward_all(x)
+    front_out = front.forward_all(x)
     with torch.no_grad():
-        a_in = a.stem(x)
-        for stage in a.stages[:3]:
-            a_in = stage(a_in)
-        assert fused.l2g(c_out.stage_outputs[2]).shape == a_in.shape
-        # F continues from C's own S3 output: the distillers' shortcut gives F's full forward exactly
+        back_in = back.stem(x)
+        for stage in back.stages[:3]:
+            back_in = stage(back_in)
+        assert fused.l2g(front_out.stage_outputs[2]).shape == back_in.shape
+        # F continues from the front model's own S3 output: the distillers' shortcut gives F's full forward exactly
         feature, logits = fused(x)
-        assert torch.allclose(fused.fuse(c_out.stage_outputs[2])[1], logits, atol=1e-5)
-    assert feature.shape == (4, a.num_features) and logits.shape == (4, 5)
+        assert torch.allclose(fused.fuse(front_out.stage_outputs[2])[1], logits, atol=1e-5)
+    assert feature.shape == (4, back.num_features) and logits.shape == (4, 5)
 
     fused.train()
     _, logits = fused(x)
