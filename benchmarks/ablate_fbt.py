@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_methods import BUDGETS, PAIRS, Bench, add_bench_options, spread  # noqa: E402
 
 from cakd.pipeline.files.fileio import write_json  # noqa: E402
-from cakd.pipeline.settings.params import load_params  # noqa: E402
+from cakd.pipeline.settings.loading import load_params  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "full": (),

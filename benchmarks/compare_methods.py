@@ -41,7 +41,8 @@ from rich.table import Table
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.files.fileio import file_sha256, read_json, write_json
 from cakd.pipeline.models import ModelSpec, create_model
-from cakd.pipeline.settings.params import Params, load_params
+from cakd.pipeline.settings.loading import load_params
+from cakd.pipeline.settings.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("ce", "kd", "dkd", "fitnet", "ofa", "fbt")

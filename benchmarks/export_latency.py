@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cakd.pipeline.files.fileio import write_json
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 from cakd.pipeline.stages import bench
 
 TARGETS = {"ort_fp32_vs_torch_b1": "<= 0.2", "ort_int8_vs_fp32_b64": "<= 0.7", "openvino_int8_vs_fp32_b64": "<= 0.7",

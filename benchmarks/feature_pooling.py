@@ -21,7 +21,7 @@ from torchvision import datasets, transforms
 
 from cakd.pipeline.distill import build_distiller
 from cakd.pipeline.models import ModelSpec, create_model, load_model
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:

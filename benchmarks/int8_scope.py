@@ -46,7 +46,7 @@ from cakd.export.runtimes.base import Settings
 from cakd.export.runtimes.ort_cpu import options as ort_options
 from cakd.export.runtimes.ort_cpu import ort_runner
 from cakd.pipeline.files.fileio import write_json
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qat_cifar import data_overrides  # noqa: E402  (the manifest's data section, as qat_cifar.py reads it)

@@ -70,7 +70,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 def new_project(folder: Path, assignments: list[str]) -> Path:
     """A git + DVC repository holding this repository's pipeline, with the overrides written into params.yaml."""
-    from cakd.pipeline.settings.params import apply_override
+    from cakd.pipeline.settings.overrides import apply_override
 
     if folder.exists():
         if not (folder / MARK).exists():

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ..pipeline.errors import CakdError
 from ..pipeline.files.reports import artefact_file, read_export_report
+from .artefacts import ARTEFACTS, Artefact
 
-Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
-                   "onnx-int8-qat-cpu"]
 REPORT = "export.json"
-FILES: dict[Artefact, str] = {"checkpoint": "model.pt", "onnx": "model.onnx", "onnx-fp16": "model.fp16.onnx",
-                              "onnx-int8": "model.int8.onnx", "onnx-int8-trt": "model.int8-trt.onnx",
-                              "onnx-int8-qat": "model.int8-qat.onnx", "onnx-int8-qat-cpu": "model.int8-qat-cpu.onnx"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,7 @@ def read_export(folder: Path) -> Exported:
     path = folder / REPORT
     report = read_export_report(path)
     entries = report["artefacts"]
-    unknown = sorted(kind for kind, entry in entries.items() if entry["status"] == "ok" and kind not in FILES)
+    unknown = sorted(kind for kind, entry in entries.items() if entry["status"] == "ok" and kind not in ARTEFACTS)
     if unknown:
         raise CakdError(f"{path} names unknown artefacts {', '.join(unknown)} (re-run cakd export)")
     files = {kind: artefact_file(folder, entry, path) for kind, entry in entries.items() if entry["status"] == "ok"}

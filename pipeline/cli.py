@@ -19,7 +19,8 @@ from .errors import CakdError
 from .files import layout
 from .files.fileio import bounded, check_out_dir
 from .reporting import profiling
-from .settings.params import KnownNames, Params, load_params
+from .settings.loading import load_params
+from .settings.params import KnownNames, Params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cross-architecture knowledge distillation: prepare, train, distill, evaluate, export.")
@@ -196,7 +197,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
 
     overrides = list(set_ or []) + ([f"bench.budget_ms={budget_ms}"] if budget_ms is not None else [])
     cfg = _params(params, overrides)
-    pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
+    pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in (layout.TEACHER, *cfg.students)]
     check_out_dir(out)
     stage.run(cfg, models or pipeline_exports, out, data)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cakd.pipeline.settings.params import Params
+from cakd.pipeline.settings.params import Params, ShortlistParams
 
 try:
     import tomllib
@@ -124,6 +124,9 @@ def test_params_yaml_and_the_schema_have_one_set_of_defaults() -> None:
         checked.append(name)
     assert Params.model_fields["seed"].default == shipped["seed"]
     assert {"data", "train", "distill", "export", "deploy", "bench", "machine"} <= set(checked)
+    # the candidate grid has no default in code: params.yaml's is the only copy; the rest of the section is checked
+    candidates = shipped["shortlist"]["candidates"]
+    assert ShortlistParams(candidates=candidates).model_dump(mode="json") == shipped["shortlist"]
 
 
 def test_the_bench_only_reads_artefacts() -> None:
@@ -143,3 +146,76 @@ def test_the_bench_only_reads_artefacts() -> None:
     for name in bench:
         source = modules()[name].read_text()
         assert "torch.onnx" not in source and "quantize_static" not in source, name
+
+
+# Modules that cannot change what a stage writes, so dvc.yaml need not list them (a change re-runs nothing):
+NO_RESULTS = {
+    "cakd.pipeline": "the package: its version string and switching the runtimes' telemetry off",
+    "cakd.export": "the package: imports cakd.pipeline only to switch telemetry off first",
+    "cakd.pipeline.errors": "the one-line error type: what a failure says, never what a success writes",
+    "cakd.pipeline.files.telemetry": "switches onnxruntime's and OpenVINO's telemetry off",
+    "cakd.pipeline.reporting.ui": "the console: what is printed, not what is written",
+    "cakd.pipeline.reporting.profiling": "where a process spends its time (CAKD_PROFILE), not its results",
+}
+
+
+def loaded_by(start: str) -> set[str]:
+    """The product modules Python loads to run ``start``: its imports, transitively, and each module's
+    packages (whose ``__init__`` runs first and loads what it imports)."""
+    edges, seen, todo = graph(), {start}, [start]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        packages = {".".join(parts[:k]) for k in range(2, len(parts))} & set(edges)
+        for target in (edges[name] | packages) - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def stage_modules() -> dict[str, str]:
+    """``cakd`` command -> the stage module its function in cli.py imports."""
+    found = {}
+    for fn in ast.parse((ROOT / "pipeline" / "cli.py").read_text()).body:
+        for dec in getattr(fn, "decorator_list", []):
+            if isinstance(dec, ast.Call) and getattr(dec.func, "attr", "") == "command":
+                command = dec.args[0].value if dec.args else fn.name.replace("_", "-")
+                found[command] = next(f"cakd.pipeline.stages.{node.names[0].name}" for node in ast.walk(fn)
+                                      if isinstance(node, ast.ImportFrom) and node.module == "stages")
+    return found
+
+
+def inert(path: Path) -> bool:
+    """A module with nothing but its docstring (most package ``__init__`` files)."""
+    return len(ast.parse(path.read_text()).body) <= 1
+
+
+def test_dvc_code_deps_are_what_each_stage_loads() -> None:
+    """Each dvc.yaml stage lists, as files or folders, every product module its stage module loads (a change
+    there re-runs it) and nothing it does not load (a change there would re-run it for nothing)."""
+    files = {name: str(path.relative_to(ROOT)) for name, path in modules().items()}
+    ignored = {files[name] for name in NO_RESULTS} | {f for f in files.values() if inert(ROOT / f)}
+    commands = stage_modules()
+    for stage, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        spec = spec.get("do", spec)  # a foreach stage
+        loaded = {files[m] for m in loaded_by(commands[spec["cmd"].split()[1]])} - ignored
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]]
+        code = [d for d in deps if d.split("/")[0] in FOLDERS]
+        uncovered = sorted(f for f in loaded if not any(f == d or f.startswith(f"{d}/") for d in code))
+        assert not uncovered, f"dvc.yaml stage {stage} loads but does not list {uncovered}"
+        for dep in code:
+            listed = {f for f in files.values() if f == dep or f.startswith(f"{dep}/")} - ignored
+            assert listed, f"dvc.yaml stage {stage} lists {dep}, which holds no module that can change results"
+            assert listed <= loaded, f"dvc.yaml stage {stage} lists {dep} but does not load {sorted(listed - loaded)}"
+
+
+def test_imports_inside_the_package_are_relative() -> None:
+    """``from ..files.fileio import ...`` names the file it reads (``..`` is the folder above); an absolute
+    ``cakd.pipeline...`` import needs the reader to know that ``cakd.pipeline`` is the folder ``pipeline/``."""
+    absolute = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            absolute += [f"{name}: {n}" for n in named if n == "cakd" or n.startswith("cakd.")]
+    assert not absolute, absolute

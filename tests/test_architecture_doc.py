@@ -59,3 +59,15 @@ def test_cli_takes_its_default_paths_from_the_layout() -> None:
     assert literals  # params.yaml is one
     spelled = [lit for lit in literals if str(lit).startswith((f"{layout.ARTIFACTS}", f"{layout.REPORTS}"))]
     assert not spelled, f"pipeline/cli.py spells paths layout.py holds: {spelled}"
+
+
+def test_the_artefact_table_on_the_page_is_the_code_s() -> None:
+    """docs/ARCHITECTURE.md's artefact table says what ``ARTEFACTS`` says, row for row."""
+    from cakd.export.artefacts import ARTEFACTS
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    table = text[text.index("| artefact | file |"):].split("\n\n")[0].splitlines()[2:]
+    shown = [[cell.strip().strip("`") for cell in line.strip("|").split("|")] for line in table]
+    expected = [[kind, row.file, row.precision, row.maker, row.form or "-", row.gate,
+                 "yes" if row.untrained else "no"] for kind, row in ARTEFACTS.items()]
+    assert shown == expected

@@ -45,32 +45,33 @@ PAIRS = [
 F_LOSSES = ("ce_assistant", "nce_tf", "ofa_tf")  # the losses that only reach the student through F
 
 
-@pytest.mark.parametrize(("t_name", "s_name", "c_role", "a_role"), PAIRS)
-def test_assistant_is_built_from_the_pair_own_modules(t_name: str, s_name: str, c_role: str, a_role: str
+@pytest.mark.parametrize(("t_name", "s_name", "front_role", "back_role"), PAIRS)
+def test_assistant_is_built_from_the_pair_own_modules(t_name: str, s_name: str, front_role: str, back_role: str
                                                       ) -> None:
     torch.manual_seed(0)
     teacher, student = tiny(t_name), tiny(s_name)
     fused = build_fused_assistant(teacher, student)
-    c, a = {"teacher": teacher, "student": student}[c_role], {"teacher": teacher, "student": student}[a_role]
-    assert (fused.c_role, fused.a_role) == (c_role, a_role)
-    assert fused.stem is c.stem and fused.head is a.head and fused.stage4 is a.stages[3]
-    assert all(fused.stages[k] is c.stages[k] for k in range(3))
-    homogeneous = (teacher.family == "cnn") == (student.family == "cnn")
+    pair = {"teacher": teacher, "student": student}
+    front, back = pair[front_role], pair[back_role]
+    assert (fused.front_role, fused.back_role) == (front_role, back_role)
+    assert fused.stem is front.stem and fused.head is back.head and fused.stage4 is back.stages[3]
+    assert all(fused.stages[k] is front.stages[k] for k in range(3))
+    homogeneous = (teacher.arch == "cnn") == (student.arch == "cnn")
     assert (fused.l2g.block is None) == homogeneous  # a plain projector between models of one kind
 
-    # L2G hands S4_A exactly the tensor shape it gets inside A (token grid, width, prefix tokens)
+    # L2G hands the back model's S4 exactly the tensor shape it gets inside it (token grid, width, prefix tokens)
     x = torch.randn(4, 3, IMG, IMG)
     fused.eval()
-    c_out = c.forward_all(x)
+    front_out = front.forward_all(x)
     with torch.no_grad():
-        a_in = a.stem(x)
-        for stage in a.stages[:3]:
-            a_in = stage(a_in)
-        assert fused.l2g(c_out.stage_outputs[2]).shape == a_in.shape
-        # F continues from C's own S3 output: the distillers' shortcut gives F's full forward exactly
+        back_in = back.stem(x)
+        for stage in back.stages[:3]:
+            back_in = stage(back_in)
+        assert fused.l2g(front_out.stage_outputs[2]).shape == back_in.shape
+        # F continues from the front model's own S3 output: the distillers' shortcut gives F's full forward exactly
         feature, logits = fused(x)
-        assert torch.allclose(fused.fuse(c_out.stage_outputs[2])[1], logits, atol=1e-5)
-    assert feature.shape == (4, a.num_features) and logits.shape == (4, 5)
+        assert torch.allclose(fused.fuse(front_out.stage_outputs[2])[1], logits, atol=1e-5)
+    assert feature.shape == (4, back.num_features) and logits.shape == (4, 5)
 
     fused.train()
     _, logits = fused(x)
@@ -92,8 +93,8 @@ def test_fbt_step_trains_student_through_the_assistant_and_never_touches_the_tea
     # the F-path losses alone: the student's pieces inside F get a gradient, its other pieces none
     _, losses = distiller.forward_train(x, y)
     sum(losses[k] for k in F_LOSSES).backward()
-    in_f = fused.stages if fused.c_role == "student" else torch.nn.ModuleList([fused.stage4, fused.head])
-    not_in_f = student.stages[3] if fused.c_role == "student" else student.stages[0]
+    in_f = fused.stages if fused.front_role == "student" else torch.nn.ModuleList([fused.stage4, fused.head])
+    not_in_f = student.stages[3] if fused.front_role == "student" else student.stages[0]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in in_f.parameters())
     assert all(p.grad is None for p in not_in_f.parameters())
     assert all(p.grad is None for p in teacher.parameters())
@@ -158,11 +159,11 @@ def test_l2g_adds_at_most_ten_percent_of_the_student(t_name: str, t_kwargs: dict
     assert ratio <= 0.10
 
 
-def test_unfusable_pairs_say_why_and_list_supported_families() -> None:
-    families = r"supported families: convolutional.*attention.*MLP"
+def test_unfusable_pairs_say_why_and_list_supported_architectures() -> None:
+    families = r"supported architectures: convolutional.*attention.*MLP"
     teacher, student = tiny("vit_tiny_patch16_224"), tiny("resnet18")
-    student.family = "rnn"
-    with pytest.raises(CakdError, match=rf"the student resnet18 is of family 'rnn'; {families}"):
+    student.arch = "rnn"
+    with pytest.raises(CakdError, match=rf"the student resnet18 is of architecture 'rnn'; {families}"):
         build_fused_assistant(teacher, student)
     with pytest.raises(CakdError, match=rf"predict 10 and 5 classes; {families}"):
         build_fused_assistant(tiny("vit_tiny_patch16_224", classes=10), tiny("resnet18"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cakd.pipeline.errors import CakdError
-from cakd.pipeline.settings.params import apply_override, load_params
+from cakd.pipeline.settings.loading import load_params
+from cakd.pipeline.settings.overrides import apply_override
 from cakd.pipeline.stages.train import plan_for
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 

@@ -338,7 +338,7 @@ def test_each_fbt_term_reaches_exactly_the_parameters_it_should(t_name: str, s_n
         _, losses = distiller.forward_train(*batch())
         losses[term].backward()
         student = {name for name, p in distiller.student.named_parameters() if p.requires_grad}
-        inside_f = ("stem.", "stages.0.", "stages.1.", "stages.2.") if distiller.assistant.c_role == "student" \
+        inside_f = ("stem.", "stages.0.", "stages.1.", "stages.2.") if distiller.assistant.front_role == "student" \
             else ("stages.3.", "head.")
         wanted = student if term == "ce_student" else {n for n in student if n.startswith(inside_f)}
         assert _reached(distiller.student) == wanted, term

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cakd.export.exported import FILES
+from cakd.export.artefacts import FILES
 from cakd.export.runtimes.tensorrt_gpu import write_trtexec_script
 from cakd.pipeline.settings.params import ExportParams, Params
 

@@ -22,7 +22,7 @@ import yaml
 from tests.conftest import TINY_VIT, run_cakd, tiny_params, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["deit", "mobilenet"]  # the default students' names: dvc.yaml's bench stage lists them
+NAMES = ["deit", "mobilenet"]  # this test's two students (its own params, not the shipped ones): one set of stages each
 PER_STUDENT = ["baseline", "distill", "evaluate", "export"]
 STAGES = (["prepare", "shortlist", "train_teacher"] + [f"{s}@{n}" for s in PER_STUDENT for n in NAMES]
           + ["export_teacher", "bench", "summary"])

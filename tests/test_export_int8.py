@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from cakd.export.make.int8 import export_int8, int8_gate, quantize_int8
 from cakd.export.make.onnx_export import export_fp32
 from cakd.export.measure.bench import pinned_threads
-from cakd.export.measure.bench_inputs import onnx_artefact
+from cakd.export.onnx_inspect import onnx_artefact
 from cakd.export.runtimes.ort_cpu import options, ort_runner
 from cakd.pipeline.data import build_datasets, prepare_data
 from cakd.pipeline.errors import CakdError

@@ -31,7 +31,8 @@ from cakd.pipeline.data.datasets import MAX_IMAGE_BYTES
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.files.fileio import TEMP_MARK
 from cakd.pipeline.models import ModelSpec, create_model, load_model, save_model
-from cakd.pipeline.settings.params import Params, load_params
+from cakd.pipeline.settings.loading import load_params
+from cakd.pipeline.settings.params import Params
 from tests.conftest import run_cakd_here, tiny_params, write_params
 
 IMG = 16

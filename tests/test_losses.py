@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, dkd_loss, info_nce, kd_loss, ofa_loss, pool_features
+from cakd.pipeline.distill.losses import FeatureMSE, InfoNCE, dkd_loss, info_nce, kd_loss, ofa_loss
 
 S = [[1.0, 2.0, 0.5], [0.2, -1.0, 3.0]]  # student logits, 2 samples x 3 classes
 T = [[2.0, 0.0, 1.0], [-0.5, 0.5, 2.5]]  # teacher logits
@@ -118,6 +118,16 @@ def test_info_nce_module_is_heads_then_normalise_then_symmetric_loss() -> None:
     assert got.item() == pytest.approx(hand_info_nce(Z_I, Z_J, 0.5), rel=1e-5)
     got.backward()
     assert nce.log_tau.grad is not None and nce.head_j.weight.grad is not None
+
+
+def pool_features(x: torch.Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Global average over spatial positions, as the models' heads pool their features (the "spatial
+    smoothing" before InfoNCE) in each stage layout: any order of the positions gives the same vector."""
+    if layout == "nchw":
+        return x.flatten(2).mean(dim=2)
+    if layout == "nhwc":
+        return x.flatten(1, 2).mean(dim=1)
+    return x[:, num_prefix_tokens:].mean(dim=1)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc", "tokens"])

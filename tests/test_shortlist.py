@@ -21,7 +21,7 @@ from cakd.export.decide.profile import Profiled, judge, rank
 from cakd.export.measure.rows import BenchRow
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 from cakd.pipeline.settings.params_file import replace_students
 from tests.conftest import TINY_VIT, run_cakd, run_cakd_here, tiny_params, write_params
 
@@ -259,6 +259,18 @@ def test_bad_shortlist_settings_are_one_line(project: Path, override: str, messa
     extra = ["-S", "shortlist.runtime=torch"] if "precision" in override else []
     code, err = run_cakd_here(["shortlist", *extra, "-S", override], project, capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_params_file_without_candidates_is_one_line(project: Path, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate grid lives only in params.yaml: a file without it has no grid to fall back on."""
+    params = shortlist_params()
+    write_params(project / "params.yaml", {k: v for k, v in params.items() if k != "shortlist"})
+    code, err = run_cakd_here(["shortlist"], project, capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "has no shortlist section" in err, err
+    write_params(project / "params.yaml", {**params, "shortlist": {"runtime": "onnxruntime"}})
+    code, err = run_cakd_here(["shortlist"], project, capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "missing key 'shortlist.candidates'" in err, err
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 
 from cakd.pipeline.files.checkpoints import load_checkpoint
 from cakd.pipeline.models import load_model, model_from_params
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 from cakd.pipeline.training.placement import seed_everything, weights_digest
 from tests.conftest import run_cakd, run_cakd_here, tiny_params, write_params
 

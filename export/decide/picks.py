@@ -1,22 +1,16 @@
 """What to deploy on each runtime: one rule, the same for every dataset, applied to the bench's rows at batch 1.
 
-A latency budget, when set, bounds the candidates first:
-- ``bench.budget_ms``: an artefact's p50 must fit it;
-- ``bench.min_speedup``: an artefact must run at least that many times faster than the teacher's fastest
-  artefact on the same runtime (the model labelled ``teacher``, timed in the same run) - a budget relative to
-  the teacher, which holds on any machine and dataset, for the question distillation asks: is a student worth
-  deploying instead of the teacher?
-With a budget the pick is the most accurate artefact within it (then the faster). Without one it is the fastest
-artefact within ``bench.pick_tolerance`` top-1 points of the most accurate on that runtime (a difference the
-test set cannot resolve buys no latency). Only rows that were timed, scored and passed their accuracy check
-take part; when nothing qualifies the pick says why.
+A latency budget (``bench.budget_ms``, ``bench.min_speedup``: the rule is ``budget.py``'s, the shortlist's too),
+when set, bounds the candidates first. With a budget the pick is the most accurate artefact within it (then the
+faster). Without one it is the fastest artefact within ``bench.pick_tolerance`` top-1 points of the most accurate
+on that runtime (a difference the test set cannot resolve buys no latency). Only rows that were timed, scored
+and passed their accuracy check take part; when nothing qualifies the pick says why.
 """
 
 from __future__ import annotations
 
 from ..measure.rows import BenchRow, Pick
-
-TEACHER = "teacher"  # the label the pipeline gives the teacher's export (a reserved student name)
+from .budget import TEACHER, limit_ms, words
 
 
 def reference_batch(rows: list[BenchRow]) -> int:
@@ -27,18 +21,12 @@ def reference_batch(rows: list[BenchRow]) -> int:
 def _within_budget(usable: list[BenchRow], budget_ms: float | None, min_speedup: float | None,
                    batch: int) -> tuple[list[BenchRow], str | None, str]:
     """The rows the budgets allow, why none did (or None), and the budget in words."""
-    limits, words = [], []
-    if budget_ms is not None:
-        limits.append(budget_ms)
-        words.append(f"{budget_ms:g} ms")
-    if min_speedup is not None:
-        teacher = [r.p50_ms for r in usable if r.model == TEACHER]
-        if not teacher:
-            return [], f"min_speedup {min_speedup:g} needs the teacher timed on this runtime (label it teacher)", ""
-        limits.append(min(teacher) / min_speedup)
-        words.append(f"{min_speedup:g}x the teacher's fastest ({min(teacher):.2f} ms)")
-    budget = " and ".join(words)
-    fits = [r for r in usable if r.p50_ms <= min(limits)]
+    teacher = min((r.p50_ms for r in usable if r.model == TEACHER), default=None)
+    if min_speedup is not None and teacher is None:
+        return [], f"min_speedup {min_speedup:g} needs the teacher timed on this runtime (label it {TEACHER})", ""
+    budget = words(budget_ms, min_speedup, teacher)
+    limit = limit_ms(budget_ms, min_speedup, teacher)
+    fits = [r for r in usable if r.p50_ms <= limit]
     why = None if fits else f"nothing runs within {budget} (p50, batch {batch})"
     return fits, why, budget
 

@@ -2,15 +2,15 @@
 bench's own harness on the target runtime, the teacher in the same rounds.
 
 An untrained network of an architecture runs the same graph, on the same shapes, as the trained one, so its
-FP32 latency is the trained student's: it can be measured rather than predicted. The FP32 ONNX is
-``export_fp32``'s (simplified, parity-gated against PyTorch); INT8 is ``quantize_int8``'s QDQ form calibrated
-on a few training images for latency only (no accuracy gate: an untrained network has no accuracy to keep;
-the trained student's INT8 faces the gate in ``cakd export``). Timing is ``measure``: interleaved rounds over
-every candidate and the teacher, so a burst of load falls on all alike, and the round spread says how far a
-number can be trusted.
+FP32 latency is the trained student's: it can be measured rather than predicted. The file is made by
+``cakd export``'s own steps and INT8 recipe (``make_untrained``), INT8 calibrated on a few training images for
+latency only (no accuracy gate: an untrained network has no accuracy to keep; the trained student's INT8 faces
+the gate in ``cakd export``); the artefact table says which kinds an untrained network may have. Timing is
+``measure``: interleaved rounds over every candidate and the teacher, so a burst of load falls on all alike,
+and the round spread says how far a number can be trusted.
 
-Ranking (``rank``): a candidate is within budget when its p50 at the shortlist's batch size is at most
-``budget_ms`` and it is at least ``min_speedup`` times faster than the teacher (either condition may be off).
+Ranking (``rank``): a candidate is within budget when its p50 at the shortlist's batch size is within the
+budget (``budget_ms``, ``min_speedup`` over the untrained teacher: ``budget.py``'s rule, the bench's too).
 Within budget, one per family first (each family's candidate with the most GFLOPs, then parameters; families in
 the order of that candidate's GFLOPs, descending), then the other candidates by GFLOPs (then parameters),
 descending: more capacity learns more within the same latency, and one per family keeps the top K from being
@@ -33,16 +33,14 @@ from ...pipeline.errors import CakdError
 from ...pipeline.models import ModelSpec, StagedModel, create_model, family_of
 from ...pipeline.reporting import profiling
 from ...pipeline.settings.params import ExportParams
-from ..exported import FILES
-from ..make.int8 import quantize_int8
-from ..make.onnx_export import export_fp16, export_fp32
-from ..measure.bench import Timing, count_gflops, measure
-from ..measure.bench_inputs import int8_activations
+from ..artefacts import ARTEFACTS
+from ..make.artefacts import make_untrained
+from ..measure.bench import Timing, count_gflops, failure_line, measure
 from ..measure.rows import BenchRow
+from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from .budget import TEACHER, limit_ms, over_budget
 
-MADE_UNTRAINED: tuple[Artefact, ...] = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")
-TEACHER = "teacher"
 RULE = ("within budget: p50 <= budget_ms and speed-up over the teacher >= min_speedup; then one per family "
         "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending")
 
@@ -78,7 +76,7 @@ def target_artefact(target: Target) -> Artefact:
     why_not = entry.unavailable()
     if why_not:
         raise CakdError(f"shortlist.runtime {target.runtime} cannot run here: {why_not}")
-    kinds = [kind for kind in entry.consumes.get(target.precision, ()) if kind in MADE_UNTRAINED]
+    kinds = [kind for kind in entry.consumes.get(target.precision, ()) if ARTEFACTS[kind].untrained]
     if not kinds:
         runs = ", ".join(sorted(entry.consumes)) or "nothing"
         raise CakdError(f"shortlist: runtime {target.runtime} has no {target.precision} artefact to time "
@@ -96,43 +94,16 @@ def build(name: str, spec: ModelSpec) -> Profiled:
                     count_gflops(net, spec.img_size, spec.in_chans))
 
 
-def make_artefact(item: Profiled, artefact: Artefact, folder: Path, cfg: ExportParams, images: torch.Tensor) -> Path:
-    """The file the runtime will run, made the way ``cakd export`` makes it (the checkpoint: the network itself)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if artefact == "checkpoint":
-        return folder
-    spec, onnx = item.spec, folder / FILES["onnx"]
-    proto, _ = export_fp32(item.net, onnx, img_size=spec.img_size, in_chans=spec.in_chans, opset=cfg.opset,
-                           parity_images=images, atol=cfg.atol)
-    if artefact == "onnx":
-        return onnx
-    path = folder / FILES[artefact]
-    if artefact == "onnx-fp16":
-        export_fp16(item.net, proto, path, parity_images=images, atol=cfg.fp16_atol)
-    else:
-        trt = artefact == "onnx-int8-trt"
-        quantize_int8(onnx, path, images, activations="int8" if trt else cfg.int8_activations,
-                      quantize_bias=not trt, reduce_range=cfg.int8_reduce_range)
-    return path
-
-
-def _failure(err: Exception) -> str:
-    """A candidate's export or runtime failure as its one-line reason."""
-    if isinstance(err, CakdError):
-        return str(err)
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
-
 def export_job(spec: dict, artefact: Artefact, folder: str, cfg: dict, images: torch.Tensor
                ) -> tuple[Path | None, str | None]:
     """One export in a worker process: the network rebuilt from its spec (other random weights, the same graph
     and latency), its artefact made; (path, None) or (None, the reason it failed)."""
     torch.set_num_threads(1)  # the workers share the cores
-    item = Profiled("", ModelSpec.from_dict(spec), "", create_model(ModelSpec.from_dict(spec)), 0, 0.0)
+    net = create_model(ModelSpec.from_dict(spec))
     try:
-        return make_artefact(item, artefact, Path(folder), ExportParams.model_validate(cfg), images), None
+        return make_untrained(net, artefact, Path(folder), ExportParams.model_validate(cfg), images), None
     except Exception as err:  # exporters raise many types; the candidate is listed as failed with the reason
-        return None, _failure(err)
+        return None, failure_line(err)
 
 
 def export_all(items: list[Profiled], artefact: Artefact, work: Path, cfg: ExportParams, images: torch.Tensor,
@@ -147,9 +118,9 @@ def export_all(items: list[Profiled], artefact: Artefact, work: Path, cfg: Expor
         for i, item in enumerate(items, 1):
             progress(f"[{i}/{len(items)}] {item.name}: {artefact} of untrained {item.spec.name}")
             try:
-                item.path = make_artefact(item, artefact, work / item.name, cfg, images)
+                item.path = make_untrained(item.net, artefact, work / item.name, cfg, images)
             except Exception as err:  # listed as failed, with the reason
-                item.error = _failure(err)
+                item.error = failure_line(err)
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(export_job, item.spec.to_dict(), artefact, str(work / item.name),
@@ -190,7 +161,7 @@ def profile(items: list[Profiled], target: Target, timing: Timing, settings: Set
                     runners[item.name] = RUNTIMES[target.runtime].build(Session(
                         item.path, target.precision, item.net, item.spec.img_size, item.spec.in_chans, settings))
             except Exception as err:  # a runtime that cannot load the file: the candidate's failure
-                item.error = _failure(err)
+                item.error = failure_line(err)
         if item.error is not None and item.name == TEACHER:
             raise CakdError(f"the teacher ({item.spec.name}) cannot be timed on {target.runtime}: {item.error}")
     names = list(runners)
@@ -228,14 +199,10 @@ def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedu
         verdict.reason = f"failed: {row.reason}"
         return verdict
     verdict.speedup = teacher.p50_ms / row.p50_ms
-    limits = [x for x in (budget_ms, teacher.p50_ms / min_speedup if min_speedup else None) if x is not None]
-    why = []
-    if budget_ms is not None and row.p50_ms > budget_ms:
-        why.append(f"p50 {row.p50_ms:.3f} ms > budget {budget_ms:g} ms")
-    if min_speedup is not None and verdict.speedup < min_speedup:
-        why.append(f"{verdict.speedup:.2f}x the teacher's speed < {min_speedup:g}x")
-    verdict.within_budget, verdict.reason = not why, "; ".join(why) or None
-    verdict.borderline = any(row.p50_round_min_ms <= limit <= row.p50_round_max_ms for limit in limits)
+    verdict.reason = over_budget(row.p50_ms, budget_ms, min_speedup, teacher.p50_ms)
+    verdict.within_budget = verdict.reason is None
+    limit = limit_ms(budget_ms, min_speedup, teacher.p50_ms)
+    verdict.borderline = limit is not None and row.p50_round_min_ms <= limit <= row.p50_round_max_ms
     return verdict
 
 

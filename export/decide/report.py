@@ -20,6 +20,7 @@ from rich.table import Table  # noqa: E402
 
 from ...pipeline.files.fileio import atomic_path, write_text  # noqa: E402
 from ..measure.rows import COLUMNS, BenchRow  # noqa: E402
+from .budget import limit_ms  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -233,7 +234,7 @@ def write_shortlist_plot(result: dict, path: str | Path) -> None:
     if s["budget_ms"]:
         ax.axhline(s["budget_ms"], color="tab:blue", linestyle="--", label=f"budget {s['budget_ms']:g} ms")
     if s["min_speedup"]:
-        ax.axhline(teacher["p50_ms"] / s["min_speedup"], color="tab:purple", linestyle=":",
+        ax.axhline(limit_ms(None, s["min_speedup"], teacher["p50_ms"]), color="tab:purple", linestyle=":",
                    label=f"teacher / {s['min_speedup']:g} (min speed-up)")
     ax.scatter([], [], s=180, facecolors="none", edgecolors="tab:red", label=f"shortlist (top {s['top_k']})")
     ax.set_xscale("log")

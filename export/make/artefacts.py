@@ -1,15 +1,9 @@
 """``cakd export``'s one function: every artefact the deployment runtimes consume, each behind its gate, built
 in a new folder that replaces the previous export as a whole (a failed or killed export leaves it intact).
 
-    checkpoint     model.pt             the PyTorch model (torch runtimes): a copy of the source checkpoint
-    onnx           model.onnx           FP32, dynamic batch; parity gate vs PyTorch (a failure stops the export)
-    onnx-fp16      model.fp16.onnx      FP16 weights and compute; its own parity tolerance
-    onnx-int8      model.int8.onnx      post-training static INT8 (QDQ) for CPU runtimes; the INT8 accuracy gate
-    onnx-int8-trt  model.int8-trt.onnx  TensorRT's INT8 form (symmetric activations, float biases); same gate
-    onnx-int8-qat  model.int8-qat.onnx  quantisation-aware trained INT8 (export/make/qat.py, ``qat.mode``), ModelOpt's
-                                        QDQ in TensorRT's form; same gate
-    onnx-int8-qat-cpu  model.int8-qat-cpu.onnx  the same fine-tuned weights quantised in the CPU form of onnx-int8
-                                        (onnxruntime, OpenVINO); same gate
+What each kind is (file, precision, gate, which step makes it) is the artefact table, ``cakd.export.artefacts``;
+this module holds the steps: copy the checkpoint, FP32 ONNX (parity-gated; a failure stops the export), FP16
+ONNX, post-training INT8 in each form, and quantisation-aware INT8 (export/make/qat.py, ``qat.mode``).
 
 A rejected INT8 leaves no file and its reason in ``export.json``; the export still succeeds unless
 ``export.strict`` and some runtime is left without an INT8 that passed. Readers open the folder with
@@ -29,21 +23,21 @@ from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import atomic_dir, file_sha256, write_json
 from ...pipeline.models import StagedModel, load_model
 from ...pipeline.reporting import profiling
-from ...pipeline.settings.params import ExportParams, fingerprint
-from ..exported import FILES, REPORT
-from ..measure.bench_inputs import onnx_shape
+from ...pipeline.settings.fingerprint import fingerprint
+from ...pipeline.settings.params import ExportParams
+from ..artefacts import ARTEFACTS, FILES, made_by
+from ..exported import REPORT
+from ..onnx_inspect import onnx_shape
 from ..runtimes import RUNTIMES, Artefact, Precision
 from .gate_data import GateData
-from .int8 import export_int8, gate_int8_file, logits_on
+from .int8 import export_int8, gate_int8_file, logits_on, quantize_int8
 from .onnx_export import export_fp16, export_fp32
 
 if TYPE_CHECKING:
     from .qat import QatJob
 
-MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat", "onnx-int8-qat-cpu")
-POST_TRAINING_INT8 = ("onnx-int8", "onnx-int8-trt")
-QAT, QAT_CPU = "onnx-int8-qat", "onnx-int8-qat-cpu"  # one fine-tune, two forms: TensorRT's and the CPU runtimes'
-QAT_KINDS = (QAT, QAT_CPU)
+POST_TRAINING_INT8 = made_by("int8")
+QAT_KINDS = made_by("qat")  # one fine-tune, one file per INT8 form: ModelOpt's own (TensorRT's) and the CPU runtimes'
 
 
 def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> list[Artefact]:
@@ -52,7 +46,36 @@ def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> l
     precisions = list(precisions)
     wanted = {"checkpoint", "onnx"} | {kind for name in runtimes for p in precisions
                                        for kind in RUNTIMES[name].consumes.get(p, ())}
-    return [kind for kind in MADE_HERE if kind in wanted]
+    return [kind for kind in ARTEFACTS if kind in wanted]
+
+
+def int8_recipe(kind: Artefact, cfg: ExportParams) -> dict:
+    """How onnxruntime quantises an INT8 kind, from its form in the artefact table: TensorRT's form has symmetric
+    int8 activations and float biases (TensorRT has no INT32 DequantizeLinear); the CPU form follows the
+    settings (``export.int8_activations``: uint8 runs onnxruntime's fast kernels)."""
+    trt = ARTEFACTS[kind].form == "trt"
+    return {"activations": "int8" if trt else cfg.int8_activations, "quantize_bias": not trt,
+            "reduce_range": cfg.int8_reduce_range}
+
+
+def make_untrained(net: StagedModel, kind: Artefact, folder: Path, cfg: ExportParams, images: torch.Tensor) -> Path:
+    """One artefact of an untrained network, for the shortlist's timing: made by the same steps and recipe as
+    ``export_model`` but without the accuracy gates (an untrained network has no accuracy to keep); ``images``
+    serve the parity check and INT8 calibration. The checkpoint kind is the network itself (the folder)."""
+    if not ARTEFACTS[kind].untrained:
+        raise CakdError(f"{kind} needs a trained model; the shortlist times only kinds an untrained one has")
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "checkpoint":
+        return folder
+    spec, onnx = net.spec, folder / FILES["onnx"]
+    proto, _ = export_fp32(net, onnx, img_size=spec.img_size, in_chans=spec.in_chans, opset=cfg.opset,
+                           parity_images=images, atol=cfg.atol)
+    path = folder / FILES[kind]
+    if ARTEFACTS[kind].maker == "fp16":
+        export_fp16(net, proto, path, parity_images=images, atol=cfg.fp16_atol)
+    elif ARTEFACTS[kind].maker == "int8":
+        quantize_int8(onnx, path, images, **int8_recipe(kind, cfg))
+    return path
 
 
 def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
@@ -76,7 +99,7 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         uncovered = _uncovered_rejections(entries)
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
-        report = {"source": str(source), **made, "settings": settings_key(cfg, kinds, qat)}
+        report = {"source": str(source), **made, "settings": export_key(cfg, kinds, qat)}
         write_json(tmp / REPORT, report)
     return report
 
@@ -131,7 +154,7 @@ def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
     return {"checkpoint_sha256": None, "model": model, "artefacts": made}
 
 
-def settings_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
+def export_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
     """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
     the same key."""
     qat_key = qat.key() if qat is not None and any(kind in QAT_KINDS for kind in kinds) else None
@@ -151,11 +174,9 @@ def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data
         return {kind: _entry(kind, folder, "skipped", reason=NO_DATA) for kind in kinds}
     entries = {}
     for kind in kinds:
-        trt = kind == "onnx-int8-trt"
         gate = export_int8(folder / FILES["onnx"], folder / FILES[kind], data.calib_images, data.test_loader, fp32,
                            max_drop=cfg.int8_max_drop, min_agreement=cfg.int8_min_agreement,
-                           activations="int8" if trt else cfg.int8_activations, quantize_bias=not trt,
-                           reduce_range=cfg.int8_reduce_range)
+                           **int8_recipe(kind, cfg))
         status, reason = gate.pop("status"), gate.pop("reason")
         entries[kind] = _entry(kind, folder, status, reason=reason, gate=gate)
     return entries
@@ -192,33 +213,34 @@ def _qat_artefacts(folder: Path, kinds: list[Artefact], entries: dict[str, dict]
         return {kind: _entry(kind, folder, "skipped", reason=why) for kind in kinds}
     from .qat import train_qat
 
-    result = train_qat(qat, model, checkpoint, data.calib_images, folder / FILES[QAT] if QAT in kinds else None,
-                       cfg.opset)
+    modelopt = next((folder / FILES[kind] for kind in kinds if ARTEFACTS[kind].form == "trt"), None)
+    result = train_qat(qat, model, checkpoint, data.calib_images, modelopt, cfg.opset)
     if result.reason is not None:
         return {kind: _entry(kind, folder, "rejected", reason=result.reason, qat=result.details) for kind in kinds}
     made = {}
     for kind in kinds:
-        if kind == QAT_CPU:
-            gate = _cpu_form(folder, result.weights, cfg, data, fp32)
-        else:
-            gate = {**gate_int8_file(folder / FILES[QAT], *fp32, data.test_loader, max_drop=cfg.int8_max_drop,
+        if ARTEFACTS[kind].form == "cpu":
+            gate = _cpu_form(folder, kind, result.weights, cfg, data, fp32)
+        else:  # ModelOpt's own QDQ file, in TensorRT's form
+            gate = {**gate_int8_file(modelopt, *fp32, data.test_loader, max_drop=cfg.int8_max_drop,
                                      min_agreement=cfg.int8_min_agreement), "activations": "int8"}
         status, reason = gate.pop("status"), gate.pop("reason")
         made[kind] = _entry(kind, folder, status, reason=reason, gate=gate, qat=result.details)
     return made
 
 
-def _cpu_form(folder: Path, weights: StagedModel, cfg: ExportParams, data: GateData,
+def _cpu_form(folder: Path, kind: Artefact, weights: StagedModel, cfg: ExportParams, data: GateData,
               fp32: tuple[torch.Tensor, torch.Tensor]) -> dict:
-    """The fine-tuned weights as an FP32 ONNX (parity-gated like any), quantised by onnxruntime exactly as
-    ``onnx-int8`` is, and gated against the shipped FP32 model's logits (not the fine-tuned one's)."""
+    """The fine-tuned weights as an FP32 ONNX (parity-gated like any), quantised by onnxruntime with the recipe
+    of ``kind``'s form (that of ``onnx-int8``), and gated against the shipped FP32 model's logits (not the
+    fine-tuned one's)."""
     tuned = folder / ".qat-fp32.onnx"
     try:
         export_fp32(weights, tuned, img_size=weights.spec.img_size, in_chans=weights.spec.in_chans, opset=cfg.opset,
                     parity_images=data.parity_images, atol=cfg.atol)
-        return export_int8(tuned, folder / FILES[QAT_CPU], data.calib_images, data.test_loader, fp32,
+        return export_int8(tuned, folder / FILES[kind], data.calib_images, data.test_loader, fp32,
                            max_drop=cfg.int8_max_drop, min_agreement=cfg.int8_min_agreement,
-                           activations=cfg.int8_activations, reduce_range=cfg.int8_reduce_range)
+                           **int8_recipe(kind, cfg))
     finally:
         tuned.unlink(missing_ok=True)
 

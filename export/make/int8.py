@@ -22,6 +22,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import temp_beside
 from ...pipeline.reporting import profiling
+from ...pipeline.reporting.metrics import drop_gate, top1_hits
 from ..runtimes.base import INPUT_NAME
 from ..runtimes.ort_cpu import options as ort_options
 from ..runtimes.ort_cpu import ort_runner
@@ -107,13 +108,10 @@ def int8_gate(fp32: torch.Tensor, int8: torch.Tensor, labels: torch.Tensor, *, m
     INT8 model is rejected, or is None. Agreement catches a model whose errors move without the count
     changing; the image count tells what one image is worth."""
     n = len(labels)
-    fp32_top1 = 100.0 * int((fp32.argmax(1) == labels).sum()) / n  # exact counts: a drop of exactly the
-    top1 = 100.0 * int((int8.argmax(1) == labels).sum()) / n  # allowed points must pass
-    agreement = 100.0 * int((int8.argmax(1) == fp32.argmax(1)).sum()) / n
+    fp32_top1, top1 = 100.0 * top1_hits(fp32, labels) / n, 100.0 * top1_hits(int8, labels) / n
+    agreement = 100.0 * top1_hits(int8, fp32.argmax(1)) / n
     drop = fp32_top1 - top1
-    failed = []
-    if drop > max_drop:
-        failed.append(f"top-1 {top1:.2f}% vs FP32 {fp32_top1:.2f}% (drop {drop:.2f} points, allowed {max_drop:g})")
+    failed = [why for why in [drop_gate(top1, fp32_top1, max_drop, f"FP32 {fp32_top1:.2f}%")] if why]
     if agreement < min_agreement:
         failed.append(f"agrees with FP32 on {agreement:.2f}% of images (required {min_agreement:g}%)")
     reason = None

@@ -37,7 +37,8 @@ from ...pipeline.distill.kd import KD
 from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import file_sha256
 from ...pipeline.models import StagedModel, load_model
-from ...pipeline.settings.params import DistillParams, KDParams, Params, fingerprint
+from ...pipeline.settings.fingerprint import fingerprint
+from ...pipeline.settings.params import DistillParams, KDParams, Params
 from ...pipeline.training import fit
 from ...pipeline.training.loop import TrainingDiverged
 from ...pipeline.training.placement import place, shutdown

@@ -5,8 +5,8 @@ function and gated there. For each (model, runtime, precision, artefact the runt
 is run through the artefact on that runtime (top-1, max |logit diff| vs PyTorch FP32) and checked against
 its reference runtime (``bench_accuracy``); latency is then measured in interleaved rounds, so a change in
 machine load hits every model and runtime alike. Nothing requested is dropped silently: a runtime that
-cannot run here, an artefact that was not exported or an INT8 file the gate rejected is a row with its
-status and reason.
+cannot run here, an artefact that was not exported, an INT8 file the gate rejected or a file a runtime fails
+to load or run is a row with its status and reason, and the bench goes on.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from ...pipeline.errors import CakdError
 from ...pipeline.models import load_model
 from ...pipeline.reporting import profiling
 from ..exported import Exported
+from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
-from .bench_inputs import int8_activations
 from .rows import BenchRow
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -139,11 +139,27 @@ def plan(models: list[Loaded], runtimes: list[str], precisions: list[Precision]
     return candidates, skipped
 
 
-def build_runners(candidates: list[Candidate], settings: Settings) -> None:
+def failure_line(err: Exception) -> str:
+    """A runtime's or exporter's exception as a row's one-line reason (they raise many types of their own)."""
+    if isinstance(err, CakdError):
+        return str(err)
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def build_runners(candidates: list[Candidate], settings: Settings, batch_sizes: tuple[int, ...]) -> dict[Key, str]:
+    """Each candidate's runner, tried once at every batch size before anything is timed; a runtime that cannot
+    load or run a file fails that candidate alone (the reason per key), as Ultralytics' benchmarks do."""
+    failed = {}
     for cand in candidates:
         exported = cand.loaded.model.exported
-        cand.runner = RUNTIMES[cand.runtime].build(Session(cand.path, cand.precision, cand.loaded.net,
-                                                           exported.img_size, exported.in_chans, settings))
+        try:
+            cand.runner = RUNTIMES[cand.runtime].build(Session(cand.path, cand.precision, cand.loaded.net,
+                                                               exported.img_size, exported.in_chans, settings))
+            for batch in batch_sizes:
+                cand.runner.timed_call(batch)()
+        except Exception as err:  # whatever the runtime raises becomes the row's reason; the bench goes on
+            failed[cand.key] = failure_line(err)
+    return failed
 
 
 def time_call(call: Callable[[], None], runs: int) -> list[float]:
@@ -183,10 +199,16 @@ def measure(runners: list[Runner], timing: Timing) -> dict[tuple[int, int], dict
     return {key: latency_stats(t, key[1]) for key, t in times.items()}
 
 
-def accuracies(candidates: list[Candidate], loader: Loader) -> dict[Key, Accuracy]:
+def accuracies(candidates: list[Candidate], loader: Loader, failed: dict[Key, str]) -> dict[Key, Accuracy]:
     """Test-set accuracy of every candidate, plus PyTorch FP32 of every model with a checkpoint (the
-    reference logits) even when torch itself is not timed."""
-    results = {c.key: accuracy(c.runner.predict, loader) for c in candidates}
+    reference logits) even when torch itself is not timed; a candidate whose runner fails here goes into
+    ``failed`` with its reason."""
+    results = {}
+    for cand in candidates:
+        try:
+            results[cand.key] = accuracy(cand.runner.predict, loader)
+        except Exception as err:  # as in build_runners: the row says why, the bench goes on
+            failed[cand.key] = failure_line(err)
     for loaded in {id(c.loaded): c.loaded for c in candidates}.values():
         key = (loaded.model.label, "torch", "fp32", "checkpoint")
         if key not in results and loaded.net is not None:
@@ -210,21 +232,23 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
               timing: Timing, loader: Loader | None = None, img_size: int | None = None,
               num_classes: int | None = None, max_drop: float = 1.0) -> list[BenchRow]:
     """Load, plan, check accuracy, time: one row per (model, runtime, precision, artefact, batch size),
-    measured ones first."""
+    measured ones first; a runner that cannot be built or run is a failed row with its reason."""
     loaded = [load(m, img_size, num_classes) for m in models]
     candidates, skipped = plan(loaded, runtimes, precisions)
     if not candidates:
         reasons = "; ".join(sorted({f"{s[1]}: {s[5]}" for s in skipped}))
         raise CakdError(f"nothing to benchmark with runtimes {runtimes} ({reasons or 'none'})")
     with profiling.phase("runtime-load"):
-        build_runners(candidates, settings)
+        failed = build_runners(candidates, settings, timing.batch_sizes)
     with profiling.phase("bench-accuracy"):
-        results = accuracies(candidates, loader) if loader is not None else None
+        working = [c for c in candidates if c.key not in failed]
+        results = accuracies(working, loader, failed) if loader is not None else None
         verdict = check(results, max_drop) if results is not None else {}
+    working = [c for c in working if c.key not in failed]
     with profiling.phase("timing"):
-        latency = measure([c.runner for c in candidates], timing)
+        latency = measure([c.runner for c in working], timing)
     rows = []
-    for i, cand in enumerate(candidates):
+    for i, cand in enumerate(working):
         status, reason = verdict.get(cand.key, ("ok", None))
         for batch in timing.batch_sizes:
             row = _row(cand.loaded, cand.runtime, cand.precision, cand.artefact, batch, status, reason, cand.path)
@@ -233,6 +257,9 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
             if results is not None:
                 row.top1, row.max_abs_diff = results[cand.key].top1, max_abs_diff(results, cand.key)
             rows.append(row)
+    for cand in (c for c in candidates if c.key in failed):  # not built or run: no numbers (nor file read), the reason
+        rows += [_row(cand.loaded, cand.runtime, cand.precision, cand.artefact, b, "failed", failed[cand.key])
+                 for b in timing.batch_sizes]
     for loaded_model, runtime, precision, artefact, status, reason in skipped:
         rows += [_row(loaded_model, runtime, precision, artefact, b, status, reason) for b in timing.batch_sizes]
     return rows

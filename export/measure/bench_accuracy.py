@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...pipeline.reporting.metrics import top1_accuracy
+from ...pipeline.reporting.metrics import drop_gate, top1_accuracy
 from ..runtimes import RUNTIMES
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -82,14 +82,12 @@ def check(results: dict[Key, Accuracy], max_drop: float) -> dict[Key, tuple[str,
             verdict[key] = ("ok", None)
             if ref is not None:
                 ref_status, _ = judge(ref)
-                top1, ref_top1 = results[key].top1, results[ref].top1
-                drop = ref_top1 - top1
-                where = f"{ref[1]} {ref[2]}"
+                ref_top1, where = results[ref].top1, f"{ref[1]} {ref[2]}"
+                why = drop_gate(results[key].top1, ref_top1, max_drop, f"{ref_top1:.2f}% on {where}")
                 if ref_status == "failed":
                     verdict[key] = ("failed", f"its reference ({where}) failed")
-                elif drop > max_drop:
-                    verdict[key] = ("failed", f"top-1 {top1:.2f}% vs {ref_top1:.2f}% on {where} "
-                                              f"(drop {drop:.2f} points, allowed {max_drop:g})")
+                elif why is not None:
+                    verdict[key] = ("failed", why)
         return verdict[key]
 
     for key in results:

@@ -15,4 +15,9 @@ from .base import Artefact, Precision, Runner, Runtime, Session, Settings
 RUNTIMES: dict[str, Runtime] = {module.RUNTIME.name: module.RUNTIME for module in (
     torch_cpu, torch_cuda, ort_cpu, ort_cuda, openvino_cpu, tensorrt_gpu)}
 
-__all__ = ["RUNTIMES", "Artefact", "Precision", "Runner", "Runtime", "Session", "Settings"]
+
+def consumers(kind: Artefact) -> list[str]:
+    """The runtimes that run an artefact kind: the artefact table's "consumed by" column, said once, here."""
+    return [name for name, runtime in RUNTIMES.items() if any(kind in kinds for kinds in runtime.consumes.values())]
+
+__all__ = ["RUNTIMES", "consumers", "Artefact", "Precision", "Runner", "Runtime", "Session", "Settings"]

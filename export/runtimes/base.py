@@ -10,18 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
-from ..exported import Artefact  # noqa: F401  (the files runtimes consume: see exported.py)
+from ..artefacts import Artefact, Precision
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 
 @dataclass

@@ -12,9 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cakd.export.runtimes.base import Runner, Runtime, Session, Settings
-from cakd.pipeline.errors import CakdError
-from cakd.pipeline.files.fileio import bounded
+from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import bounded
+from ..artefacts import int8_kinds
+from .base import Runner, Runtime, Session, Settings
 
 
 def unavailable() -> str | None:
@@ -55,7 +56,7 @@ def build(session: Session) -> Runner:
     return Runner(predict, timed_call)
 
 
-RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": ("onnx-int8", "onnx-int8-qat-cpu")}, "onnxruntime",
+RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": int8_kinds("cpu")}, "onnxruntime",
                   unavailable, options, build)
 
 

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import torch
 
 from ...pipeline.errors import CakdError
+from ..artefacts import int8_kinds
 from .base import Runner, Runtime, Session, Settings
 
 
@@ -54,6 +55,5 @@ def build(session: Session) -> Runner:
     return ort_runner(session.path, options(session.settings))
 
 
-INT8 = ("onnx-int8", "onnx-int8-qat-cpu")
-RUNTIME = Runtime("onnxruntime", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": INT8}, "torch",
+RUNTIME = Runtime("onnxruntime", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": int8_kinds("cpu")}, "torch",
                   lambda: None, options, build)

@@ -17,6 +17,7 @@ import torch
 
 from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import atomic_path, write_json, write_text
+from ..artefacts import int8_kinds
 from .base import INPUT_NAME, Precision, Runner, Runtime, Session, Settings
 
 
@@ -145,5 +146,5 @@ def build(session: Session) -> Runner:
     return engine_runner(engine)
 
 
-RUNTIME = Runtime("tensorrt", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": ("onnx-int8-trt", "onnx-int8-qat")},
+RUNTIME = Runtime("tensorrt", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": int8_kinds("trt")},
                   "onnxruntime", unavailable, options, build)

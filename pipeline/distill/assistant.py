@@ -2,9 +2,11 @@
 
     F = head_A . S4_A . L2G . S3_C . S2_C . S1_C . stem_C
 
-C is the convolutional model of the pair, A the attention/MLP one. Every piece of F except L2G is the
-*same module object* as in its source model: pieces from the student are trained through F as well as
-through S, pieces from the teacher stay frozen (requires_grad False, always in eval mode).
+C is the convolutional model of the pair, A the attention/MLP one; the code calls them by their place in F,
+``front`` (stem..S3) and ``back`` (S4 and head), because a homogeneous pair (below) has two of one kind.
+Every piece of F except L2G is the *same module object* as in its source model: pieces from the student are
+trained through F as well as through S, pieces from the teacher stay frozen (requires_grad False, always in
+eval mode).
 
 L2G (local-to-global projector) turns C's S3 output into exactly what A's S4 expects (A's
 ``stage_shapes[2]``: width, token grid, layout): a patch embedding (a strided depthwise conv when the grid
@@ -32,7 +34,7 @@ from ..errors import CakdError
 from ..models.base import StagedModel, StageShape
 from .base import to_nchw
 
-FAMILIES = {"cnn": "convolutional (resnet, mobilenetv2, convnext)",
+ARCHS = {"cnn": "convolutional (resnet, mobilenetv2, convnext)",
             "attention": "attention (vit, deit, swin)",
             "mlp": "MLP (resmlp, mixer)"}
 
@@ -84,23 +86,23 @@ class L2G(nn.Module):
 
 
 class FusedAssistant(nn.Module):
-    """F(x) = head_A(S4_A(L2G(S3_C(S2_C(S1_C(stem_C(x))))))) -> (pooled feature, logits)."""
+    """F(x) = head_back(S4_back(L2G(S3_front(S2_front(S1_front(stem_front(x))))))) -> (pooled feature, logits)."""
 
-    def __init__(self, c_model: StagedModel, a_model: StagedModel, l2g: L2G, c_role: str, a_role: str
+    def __init__(self, front: StagedModel, back: StagedModel, l2g: L2G, front_role: str, back_role: str
                  ) -> None:
         super().__init__()
-        self.stem = c_model.stem  # the very modules, not copies
-        self.stages = nn.ModuleList(list(c_model.stages)[:3])
+        self.stem = front.stem  # the very modules, not copies
+        self.stages = nn.ModuleList(list(front.stages)[:3])
         self.l2g = l2g
-        self.stage4 = a_model.stages[3]
-        self.head = a_model.head
-        self.c_role, self.a_role = c_role, a_role  # "student" / "teacher": who each part comes from
-        self.input_size = c_model.spec.img_size
-        self.num_features = a_model.num_features
-        self.frozen_pieces = ("stem", "stages") if c_role == "teacher" else ("stage4", "head")
-        self.description = (f"{c_model.spec.name} ({c_role}) stem+S1..S3 -> L2G("
+        self.stage4 = back.stages[3]
+        self.head = back.head
+        self.front_role, self.back_role = front_role, back_role  # "student" / "teacher": who each part comes from
+        self.input_size = front.spec.img_size
+        self.num_features = back.num_features
+        self.frozen_pieces = ("stem", "stages") if front_role == "teacher" else ("stage4", "head")
+        self.description = (f"{front.spec.name} ({front_role}) stem+S1..S3 -> L2G("
                             f"{'Swin block' if l2g.block is not None else 'no attention'}) -> "
-                            f"{a_model.spec.name} ({a_role}) S4+head")
+                            f"{back.spec.name} ({back_role}) S4+head")
 
     @property
     def num_new_parameters(self) -> int:
@@ -113,10 +115,10 @@ class FusedAssistant(nn.Module):
             x = stage(x)
         return self.fuse(x)
 
-    def fuse(self, c3: Tensor) -> tuple[Tensor, Tensor]:
-        """The part after S3_C: lets a distiller reuse the C model's own S3 output (same modules, same
+    def fuse(self, front_s3: Tensor) -> tuple[Tensor, Tensor]:
+        """The part after S3_front: lets a distiller reuse the front model's own S3 output (same modules, same
         input, so the same value) instead of running stem..S3 twice."""
-        return self.head(self.stage4(self.l2g(c3)))
+        return self.head(self.stage4(self.l2g(front_s3)))
 
     def train(self, mode: bool = True) -> FusedAssistant:
         super().train(mode)
@@ -135,33 +137,33 @@ def build_fused_assistant(teacher: StagedModel, student: StagedModel, attention:
       (L2G without the Swin block), teacher's S4 + head.
     """
     for role, model in (("teacher", teacher), ("student", student)):
-        if model.family not in FAMILIES:
-            raise _unfusable(teacher, student, f"the {role} {model.spec.name} is of family '{model.family}'")
+        if model.arch not in ARCHS:
+            raise _unfusable(teacher, student, f"the {role} {model.spec.name} is of architecture '{model.arch}'")
     if teacher.spec.num_classes != student.spec.num_classes:
         raise _unfusable(teacher, student, f"F puts one model's head on the other's features, but they predict "
                                            f"{teacher.spec.num_classes} and {student.spec.num_classes} classes")
-    t_conv, s_conv = teacher.family == "cnn", student.family == "cnn"
+    t_conv, s_conv = teacher.arch == "cnn", student.arch == "cnn"
     if t_conv == s_conv:  # homogeneous: student first, teacher last, a plain projector between
-        c, a, c_role, attention = student, teacher, "student", False
+        front, back, front_role, attention = student, teacher, "student", False
     elif s_conv:
-        c, a, c_role = student, teacher, "student"
+        front, back, front_role = student, teacher, "student"
     else:
-        c, a, c_role = teacher, student, "teacher"
-    a_role = "teacher" if c_role == "student" else "student"
-    l2g = L2G(c.stage_shapes[2], a.stage_shapes[2], student.stage_shapes[2].channels, attention, heads, window,
+        front, back, front_role = teacher, student, "teacher"
+    back_role = "teacher" if front_role == "student" else "student"
+    l2g = L2G(front.stage_shapes[2], back.stage_shapes[2], student.stage_shapes[2].channels, attention, heads, window,
               mlp_ratio)
-    fused = FusedAssistant(c, a, l2g, c_role, a_role)
-    _probe(fused, c, teacher, student)
+    fused = FusedAssistant(front, back, l2g, front_role, back_role)
+    _probe(fused, front, teacher, student)
     return fused
 
 
-def _probe(fused: FusedAssistant, c: StagedModel, teacher: StagedModel, student: StagedModel) -> None:
+def _probe(fused: FusedAssistant, front: StagedModel, teacher: StagedModel, student: StagedModel) -> None:
     """One dummy image through F: a shape mismatch becomes a CakdError now, not mid-training."""
     modes = {m: m.training for m in fused.modules()}
     fused.eval()
     try:
         with torch.no_grad():
-            x = torch.zeros(1, c.spec.in_chans, c.spec.img_size, c.spec.img_size)
+            x = torch.zeros(1, front.spec.in_chans, front.spec.img_size, front.spec.img_size)
             feature, logits = fused(x.to(next(fused.parameters()).device))
     except RuntimeError as err:
         raise _unfusable(teacher, student, f"{fused.description} fails: {str(err).splitlines()[0]}") from None
@@ -175,4 +177,4 @@ def _probe(fused: FusedAssistant, c: StagedModel, teacher: StagedModel, student:
 
 def _unfusable(teacher: StagedModel, student: StagedModel, why: str) -> CakdError:
     return CakdError(f"cannot fuse teacher {teacher.spec.name} -> student {student.spec.name}: {why}; "
-                     f"supported families: {'; '.join(FAMILIES.values())}")
+                     f"supported architectures: {'; '.join(ARCHS.values())}")

@@ -59,15 +59,15 @@ class FBT(Distiller):
 
     def assistant_outputs(self, image: Tensor, s_out: ModelOutput, t_out: ModelOutput | None = None
                           ) -> tuple[Tensor, Tensor]:
-        """F's (feature, logits), continuing from the C model's own S3 output (see the module doc)."""
-        if self.assistant.c_role == "student":
+        """F's (feature, logits), continuing from its front model's own S3 output (see the module doc)."""
+        if self.assistant.front_role == "student":
             return self.assistant.fuse(s_out.stage_outputs[2])
         t_out = t_out if t_out is not None else self.teacher_outputs(image)
         return self.assistant.fuse(t_out.stage_outputs[2])
 
     def forward_train(self, image: Tensor, target: Tensor, *, epoch: float = 0.0
                       ) -> tuple[Tensor, dict[str, Tensor]]:
-        p = self.cfg.fbt
+        cfg = self.cfg.fbt
         t_out = self.teacher_outputs(image)  # no grad
         s_out = self.student.forward_all(image)
         knowledge = {"t": (t_out.feature, t_out.logits), "s": (s_out.feature, s_out.logits)}
@@ -76,16 +76,16 @@ class FBT(Distiller):
             knowledge["f"] = self.assistant_outputs(image, s_out, t_out)
             losses["ce_assistant"] = F.cross_entropy(knowledge["f"][1], target)
         y = one_hot(target, s_out.logits.shape[1])
-        feature_name = "nce" if p.feature_loss == "infonce" else "mse"
+        feature_name = "nce" if cfg.feature_loss == "infonce" else "mse"
         for i, j in self.pairs:
-            f_i, p_i = knowledge[i]
-            if i == "t" or (i == "f" and p.detach_assistant):
-                f_i, p_i = f_i.detach(), p_i.detach()
-            f_j, p_j = knowledge[j]
-            if p.w_nce > 0:
-                losses[f"{feature_name}_{i}{j}"] = p.w_nce * self.feature_losses[i + j](f_i, f_j)
-            if p.w_ofa > 0:
-                losses[f"ofa_{i}{j}"] = p.w_ofa * ofa_loss(p_j, p_i, y, p.ofa_eps, p.ofa_temperature)
+            f_i, z_i = knowledge[i]  # (feature, logits)
+            if i == "t" or (i == "f" and cfg.detach_assistant):
+                f_i, z_i = f_i.detach(), z_i.detach()
+            f_j, z_j = knowledge[j]
+            if cfg.w_nce > 0:
+                losses[f"{feature_name}_{i}{j}"] = cfg.w_nce * self.feature_losses[i + j](f_i, f_j)
+            if cfg.w_ofa > 0:
+                losses[f"ofa_{i}{j}"] = cfg.w_ofa * ofa_loss(z_j, z_i, y, cfg.ofa_eps, cfg.ofa_temperature)
         return s_out.logits, losses
 
     def eval_logits(self, image: Tensor) -> dict[str, Tensor]:

@@ -69,16 +69,6 @@ def info_nce(z_i: Tensor, z_j: Tensor, tau: Tensor | float) -> Tensor:
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def pool_features(x: Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> Tensor:
-    """Global average over spatial positions (the "spatial smoothing" before InfoNCE): any order of the
-    positions gives the same vector."""
-    if layout == "nchw":
-        return x.flatten(2).mean(dim=2)
-    if layout == "nhwc":
-        return x.flatten(1, 2).mean(dim=1)
-    return x[:, num_prefix_tokens:].mean(dim=1)
-
-
 class InfoNCE(nn.Module):
     """InfoNCE between pooled features f_i (teacher side) and f_j (learner): each side gets its own
     linear projection head to ``proj_dim``, then L2 normalisation; similarities / tau.

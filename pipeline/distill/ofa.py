@@ -118,7 +118,7 @@ class OFA(Distiller):
         self.projectors = nn.ModuleDict()
         for k in sorted(stages):
             shape = student.stage_shapes[k - 1]
-            if student.family == "cnn":  # ofa.py:36, 44
+            if student.arch == "cnn":  # ofa.py:36, 44
                 width = max(student.num_features, teacher.num_features)
                 self.projectors[str(k)] = cnn_projector(shape, k, width, classes)
             else:
@@ -138,7 +138,7 @@ class OFA(Distiller):
         losses = {"ce": F.cross_entropy(s_out.logits, target)}
         for k, projector in self.projectors.items():
             feat = s_out.stage_outputs[int(k) - 1]
-            if self.student.family == "cnn":
+            if self.student.arch == "cnn":
                 feat = to_nchw(feat, self.student.stage_shapes[int(k) - 1])
             losses[f"ofa_stage{k}"] = p.weight * ofa_loss(projector(feat), teacher_logits, y, p.eps, p.temperature)
         losses["ofa_logits"] = p.logits_weight * ofa_loss(s_out.logits, teacher_logits, y, p.eps, p.temperature)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+TEACHER = "teacher"  # the teacher's label: its export folder, its bench rows, its shortlist row (no student's name)
 ARTIFACTS = Path("artifacts")
 REPORTS = Path("reports")
 DATA_DIR = ARTIFACTS / "data"

@@ -12,7 +12,9 @@ from torch import nn
 from ..errors import CakdError
 from ..settings.params import SpecSchema, validation_line
 
-Family = Literal["cnn", "attention", "mlp"]
+# How a model mixes information, which decides how the fused assistant joins two models; not the timm family
+# (``registry.family_of``: the file a builder lives in, e.g. resnet or mlp_mixer).
+Arch = Literal["cnn", "attention", "mlp"]
 # How a stage's output tensor is laid out:
 #   "nchw"   CNN feature map (B, C, H, W)
 #   "nhwc"   Swin feature map (B, H, W, C)
@@ -99,13 +101,13 @@ class StagedModel(nn.Module):
     ``forward`` returns logits, identical to the timm model's own forward.
     """
 
-    def __init__(self, spec: ModelSpec, family: Family, stem: nn.Module, stages: list[nn.Module],
+    def __init__(self, spec: ModelSpec, arch: Arch, stem: nn.Module, stages: list[nn.Module],
                  head: Head, layout: Layout, num_prefix_tokens: int = 0) -> None:
         super().__init__()
         if len(stages) != 4:
             raise ValueError(f"{spec.name}: expected 4 stages, got {len(stages)}")
         self.spec = spec
-        self.family: Family = family
+        self.arch: Arch = arch
         self.layout: Layout = layout
         self.num_prefix_tokens = num_prefix_tokens
         self.stem = stem

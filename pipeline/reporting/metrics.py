@@ -1,9 +1,11 @@
-"""Classification metrics: top-1 accuracy (the one function training, export and bench use), and for
-reports top-k, per-class accuracy, calibration (ECE), confusion matrix."""
+"""Classification metrics: top-1 (``top1_hits``, the one definition training, evaluation, export and bench count
+with) and the accuracy-drop gate (``drop_gate``, the one rule the INT8 gate and the bench's runtime check apply),
+and for reports top-k, per-class accuracy, calibration (ECE), confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +13,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import CakdError
+
+
+def top1_hits(logits: Any, labels: Any) -> int:
+    """How many rows' arg-max is their label (torch tensors or numpy arrays): counts, not rates, so that a drop of
+    exactly the allowed points passes a gate and per-batch counts add up exactly."""
+    return int((logits.argmax(1) == labels).sum())
+
+
+def drop_gate(top1: float, reference_top1: float, max_drop: float, against: str) -> str | None:
+    """Why ``top1`` falls more than ``max_drop`` points below its reference (``against`` names the reference and
+    its top-1 in the message), or None when it does not."""
+    drop = reference_top1 - top1
+    if drop <= max_drop:
+        return None
+    return f"top-1 {top1:.2f}% vs {against} (drop {drop:.2f} points, allowed {max_drop:g})"
 
 
 @torch.no_grad()
@@ -49,7 +66,7 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, classes: list[s
     cm = confusion_matrix(labels, predicted, labels=list(range(n)))
     per_class = {c: (100.0 * cm[i, i] / cm[i].sum() if cm[i].sum() else None) for i, c in enumerate(classes)}
     return {
-        "top1": 100.0 * float((predicted == labels).mean()),
+        "top1": 100.0 * top1_hits(probs, labels) / len(labels),
         "top5": 100.0 * float(top_k_accuracy_score(labels, probs, k=min(5, n), labels=list(range(n)))),
         "ece": expected_calibration_error(probs, labels),
         "per_class_top1": per_class,
@@ -63,7 +80,7 @@ def top1_accuracy(predict: Callable[[torch.Tensor], torch.Tensor],
     one function serves PyTorch models and every exported runtime alike."""
     correct = total = 0
     for images, labels in loader:
-        correct += (predict(images).argmax(1) == torch.as_tensor(labels)).sum().item()
+        correct += top1_hits(predict(images), torch.as_tensor(labels))
         total += len(labels)
     if total == 0:
         raise CakdError("the evaluation set is empty")

@@ -1,16 +1,15 @@
-"""params.yaml, validated: one schema for every stage, with ``-S key.path=value`` overrides.
+"""params.yaml's schema: one for every stage, with the defaults params.yaml ships.
 
-A bad file ends in one line naming the key path and what is allowed (``CakdError``, exit 2).
+Reading a file and ``-S`` overrides are ``loading.py`` and ``overrides.py``; a bad file ends in one line naming
+the key path and what is allowed (``CakdError``, exit 2). Fingerprints of settings are ``fingerprint.py``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,10 +21,9 @@ from pydantic import (
 )
 
 from ..errors import CakdError
-from ..files.fileio import bounded, read_regular
-from .safeyaml import load_yaml
+from ..files.fileio import bounded
+from ..files.layout import TEACHER
 
-MAX_PARAMS_BYTES = 1 << 20  # params.yaml is ~10 KB; a larger file is a mistake (or a bomb)
 # Sizes a model is built and fed at: params.yaml's data.img_size, and every spec read back from a checkpoint,
 # export.json or ONNX file, share these bounds (one 60000 px spec in a 1.5 KB checkpoint allocated until killed).
 ImgSize = Annotated[int, Field(ge=8, le=1024)]
@@ -347,7 +345,7 @@ class MachineParams(Section):
 
 
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
-RESERVED_LABELS = {"teacher"}  # artifacts/export/teacher is the teacher's export
+RESERVED_LABELS = {TEACHER}  # artifacts/export/teacher is the teacher's export
 
 
 def check_student_names(names: Iterable[str], what: str = "student") -> None:
@@ -371,36 +369,6 @@ class CandidateParams(Section):
         return _known(name, info, "models", "model")
 
 
-def _grid(**entries: tuple[str, dict]) -> dict[str, CandidateParams]:
-    return {name.replace("_", "-"): CandidateParams(model=model, kwargs=kwargs)
-            for name, (model, kwargs) in entries.items()}
-
-
-DEIT, SWIN = "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224"
-AVG_POOL = {"global_pool": "avg", "class_token": False}  # 9 tokens at 12 px: averaging them beats one class token
-
-
-def default_candidates() -> dict[str, CandidateParams]:
-    """Every family of the model zoo at a few widths and depths (timm kwargs), from below the default students'
-    cost to about the teacher's, so the budget has something to cut on either side; small enough that exporting
-    and timing all of them takes about a minute on 2 cores."""
-    return _grid(
-        resnet18_w16=("resnet18", {"channels": [16, 32, 64, 128], "stem_width": 16}),
-        resnet18_w32=("resnet18", {"channels": [32, 64, 128, 256], "stem_width": 32}),
-        mobilenetv2_050=("mobilenetv2_050", {}),
-        mobilenetv2_100=("mobilenetv2_100", {}),
-        convnext_n=("convnext_atto", {"dims": [16, 32, 64, 128], "depths": [1, 1, 2, 1]}),
-        convnext_atto_d6=("convnext_atto", {"depths": [1, 1, 3, 1]}),
-        deit_e64_avg=(DEIT, {"embed_dim": 64, "depth": 4, "num_heads": 2, **AVG_POOL}),
-        deit_e96_avg=(DEIT, {"embed_dim": 96, "depth": 4, "num_heads": 3, **AVG_POOL}),
-        deit_e96_d4=(DEIT, {"embed_dim": 96, "depth": 4, "num_heads": 3}),
-        swin_e32=(SWIN, {"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8]}),
-        resmlp_e96_b4=("resmlp_12_224", {"embed_dim": 96, "num_blocks": 4}),
-        mixer_e128_b4=("mixer_s16_224", {"embed_dim": 128, "num_blocks": 4}),
-        mixer_p2_e96_b4=("mixer_s16_224", {"embed_dim": 96, "num_blocks": 4, "patch_size": 2}),
-    )
-
-
 class ShortlistParams(Section):
     """``cakd shortlist``: candidate students timed untrained on the target runtime, filtered by a budget."""
 
@@ -412,7 +380,7 @@ class ShortlistParams(Section):
     top_k: int = Field(2, ge=1)  # how many ranked candidates the report calls the shortlist
     calib_images: int = Field(16, ge=1)  # the FP32 parity check's images and INT8's calibration (no accuracy gate)
     jobs: int = Field(1, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
-    candidates: dict[str, CandidateParams] = Field(default_factory=default_candidates)
+    candidates: dict[str, CandidateParams]  # params.yaml's grid is the only one (no second copy in code)
 
     @field_validator("runtime")
     @classmethod
@@ -440,7 +408,7 @@ class Params(Section):
     deploy: DeployParams = Field(default_factory=DeployParams)
     bench: BenchParams = Field(default_factory=BenchParams)
     machine: MachineParams = Field(default_factory=MachineParams)
-    shortlist: ShortlistParams = Field(default_factory=ShortlistParams)
+    shortlist: ShortlistParams | None = None  # cakd shortlist needs it; no other command reads it
 
     @field_validator("students")
     @classmethod
@@ -464,29 +432,6 @@ class Student(NamedTuple):
     params: StudentParams
 
 
-def apply_override(tree: dict, assignment: str) -> None:
-    """Apply one ``key.path=value`` (as in ``dvc exp run -S``); the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise CakdError(f"override '{bounded(assignment)}' must look like key.path=value")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise CakdError(f"override '{bounded(assignment)}' has an empty key")
-    try:
-        value = load_yaml(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    except CakdError as err:
-        raise CakdError(f"override -S {bounded(assignment, 80)}: {err}") from None
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise CakdError(f"override '{bounded(assignment)}': '{bounded(part)}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def validation_line(err: ValidationError) -> str:
     """The first problem pydantic found, as one bounded line naming the key path."""
     first = err.errors()[0]
@@ -498,63 +443,3 @@ def validation_line(err: ValidationError) -> str:
         return f"missing key '{path}'"
     msg = bounded(first["msg"].removeprefix("Value error, "), 400)
     return f"'{path}': {msg} (got {bounded(repr(first.get('input')))})"
-
-
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None,
-                known: KnownNames | None = None) -> Params:
-    """The validated params; ``known`` holds the names the owners accept (see ``KnownNames``)."""
-    path = Path(path)
-    tree = read_params_file(path)
-    if not isinstance(tree, dict):
-        raise CakdError(f"params file {path} must be a mapping of sections")
-    for assignment in overrides or []:
-        apply_override(tree, assignment)
-    try:
-        params = Params.model_validate(tree, context=known)
-    except ValidationError as err:
-        culprit = _override_at(overrides or [], err.errors()[0]["loc"])
-        where = f"override -S {bounded(culprit)}" if culprit else f"params in {path}"
-        raise CakdError(f"invalid {where}: {validation_line(err)}") from None
-    return params
-
-
-def read_params_file(path: Path) -> Any:
-    """The YAML value of a params file: a regular UTF-8 file of at most ``MAX_PARAMS_BYTES``, read by the
-    bounded loader (no duplicate keys, no alias bombs, no deep nesting); anything else is one line."""
-    text = read_params_text(path)
-    try:
-        return load_yaml(text) or {}
-    except yaml.YAMLError as err:
-        raise CakdError(f"params file {path} is not valid YAML: {bounded(str(err).splitlines()[0])}") from None
-    except CakdError as err:
-        raise CakdError(f"params file {path}: {err}") from None
-
-
-def read_params_text(path: Path) -> str:
-    """The text of a params file: a regular UTF-8 file of at most ``MAX_PARAMS_BYTES``, else one line."""
-    data = read_regular(path, MAX_PARAMS_BYTES, "params file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CakdError(f"params file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                        f"{err.start})") from None
-
-
-def _override_at(overrides: list[str], loc: tuple) -> str | None:
-    """The last ``-S`` override that set the failing key, or a key inside/above it: the error is there,
-    not in the file."""
-    failing = [str(part) for part in loc]
-    for assignment in reversed(overrides):
-        key = assignment.split("=", 1)[0].strip().split(".")
-        if key[:len(failing)] == failing or failing[:len(key)] == key:
-            return assignment
-    return None
-
-
-def fingerprint(*parts: BaseModel | dict | str | int | None) -> str:
-    """A stable hash of settings and input hashes: a checkpoint only resumes a run with the same one."""
-    import hashlib
-    import json
-
-    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -15,7 +15,8 @@ import yaml
 
 from ..errors import CakdError
 from ..files.fileio import atomic_path
-from .params import KnownNames, Params, load_params, read_params_text
+from .loading import load_params, read_params_text
+from .params import KnownNames, Params
 from .safeyaml import load_yaml
 
 TOP_LEVEL = re.compile(r"^[^\s#]")  # a line that starts a new top-level key (or a document marker)

@@ -15,8 +15,9 @@ from ...export.decide.report import print_table, write_csv, write_pareto_plot
 from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
 from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
-from ...export.measure.bench_inputs import Item, folder_name, onnx_artefact, onnx_shape, resolve
+from ...export.measure.bench_inputs import Item, folder_name, resolve
 from ...export.measure.sysinfo import load_average, load_warning, system_info
+from ...export.onnx_inspect import onnx_artefact, onnx_shape
 from ...export.runtimes import RUNTIMES, Settings
 from ..data import load_manifest
 from ..files.fileio import clean_stale, remove_outputs, temp_beside, write_json

@@ -14,8 +14,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.exported import FILES, REPORT, read_export
-from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
+from ...export.artefacts import FILES
+from ...export.exported import REPORT, read_export
+from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_key, export_model
 from ...export.make.gate_data import gate_data
 from ...export.make.qat import QatJob, require_modelopt
 from ...export.runtimes import RUNTIMES, Artefact, Precision
@@ -44,7 +45,7 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
     if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:
         kinds = artefacts_for([*params.deploy.runtimes, "tensorrt"], [*precisions, cfg.trt.precision])
     qat = QatJob(params, manifest, teacher, qat_dir or checkpoint.parent / "qat")
-    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds, qat)) if fmt == "trt" else None
+    report = _reusable(out_dir, checkpoint, export_key(cfg, kinds, qat)) if fmt == "trt" else None
     if report is None:
         model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
         may_train = any(kind in QAT_KINDS for kind in kinds) and params.qat.mode != "off"

@@ -30,7 +30,8 @@ from ..files.fileio import clean_stale, read_json, remove_outputs, temp_beside, 
 from ..models import ModelSpec
 from ..reporting import profiling
 from ..reporting.ui import console
-from ..settings.params import KnownNames, Params, fingerprint
+from ..settings.fingerprint import fingerprint
+from ..settings.params import KnownNames, Params
 from ..settings.params_file import replace_students
 
 TIMING_KEYS = {"warmup", "runs", "rounds", "threads", "openvino_hint"}
@@ -38,7 +39,7 @@ EXPORT_KEYS = {"opset", "atol", "fp16_atol", "int8_activations", "int8_reduce_ra
 DATA_KEYS = {"name", "root", "img_size"}  # the input size and, through the dataset, the class count
 
 
-def settings_key(params: Params) -> str:
+def shortlist_key(params: Params) -> str:
     """Everything a shortlist's numbers depend on: ``--from`` refuses a report measured under other settings."""
     return fingerprint(params.shortlist.model_dump(mode="json", exclude={"jobs"}), params.teacher.model,
                        params.teacher.kwargs, params.data.model_dump(mode="json", include=DATA_KEYS),
@@ -89,7 +90,7 @@ def report(params: Params, items: list[Profiled], timed: dict) -> dict:
     entries = {v.name: {"family": v.family, "model": v.model, "kwargs": v.kwargs, "rank": v.rank,
                         "within_budget": v.within_budget, "borderline": v.borderline, "speedup": v.speedup,
                         "reason": v.reason, "row": v.row.to_dict()} for v in verdicts}
-    return {"settings": timed, "key": settings_key(params), "rule": RULE,
+    return {"settings": timed, "key": shortlist_key(params), "rule": RULE,
             "teacher": {"family": teacher.family, "model": teacher.spec.name, "kwargs": dict(teacher.spec.kwargs),
                         "row": teacher.row.to_dict()},
             "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k]}
@@ -180,7 +181,7 @@ def apply_top(result: dict, k: int, params_path: Path, known: KnownNames | None)
 def reuse(params: Params, path: Path) -> dict:
     """An earlier shortlist, refused in one line if params.yaml now says anything that would change its numbers."""
     result = read_json(path, "shortlist report")
-    if not isinstance(result, dict) or result.get("key") != settings_key(params):
+    if not isinstance(result, dict) or result.get("key") != shortlist_key(params):
         raise CakdError(f"{path} was measured under other settings than params.yaml's now (shortlist, teacher, data, "
                         "bench timing or export): run `cakd shortlist` again")
     return result
@@ -192,6 +193,9 @@ def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_pat
     profiling.mark_ready()
     if apply is not None and apply < 1:  # before the minutes of measuring and the table it prints
         raise CakdError(f"--apply takes how many candidates to train (1 or more), not {apply}")
+    if params.shortlist is None:
+        raise CakdError(f"{params_path} has no shortlist section: cakd shortlist needs its candidates "
+                        "(shortlist.candidates, as in the shipped params.yaml)")
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ...export.artefacts import int8_kinds
 from ...export.exported import read_export
 from ...export.measure.bench_report import read_bench_report
 from ...export.measure.rows import BenchRow, Pick
@@ -23,7 +24,7 @@ from ..files.reports import read_eval_report, read_teacher_report
 from ..reporting import profiling
 from ..reporting.ui import console
 
-INT8_KINDS = ("onnx-int8", "onnx-int8-qat-cpu", "onnx-int8-qat")  # CPU forms in order of preference, then TensorRT's
+INT8_KINDS = int8_kinds("cpu") + int8_kinds("trt")  # the CPU forms in order of preference, then TensorRT's
 
 
 def int8_outcome(artefacts: dict) -> str:
@@ -80,11 +81,11 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     teacher = read_teacher_report(reports / layout.TEACHER_REPORT.name)
     rows = [BenchRow.from_dict(row) for row in bench["rows"]]
     chosen = [Pick.from_dict(pick) for pick in bench["picks"]]
-    teacher_export = export_entry(layout.export_dir("teacher", exports))
+    teacher_export = export_entry(layout.export_dir(layout.TEACHER, exports))
     result = {"teacher": {"model": teacher["model"], "top1": teacher["accuracy"],
                           "source": teacher.get("teacher_source"), **teacher_export,
-                          "latency_ms": latency_of(rows, "teacher"),
-                          "runtime_failures": runtime_failures(rows, "teacher")},
+                          "latency_ms": latency_of(rows, layout.TEACHER),
+                          "runtime_failures": runtime_failures(rows, layout.TEACHER)},
               "students": {}}
     for name, model in students.items():
         evaluation = read_eval_report(layout.student_report(name, "eval", reports), name)

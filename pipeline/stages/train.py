@@ -19,7 +19,8 @@ from ..files.fileio import file_sha256, write_json
 from ..models import ModelSource, StagedModel, load_model, model_from_params
 from ..reporting import profiling
 from ..reporting.ui import console
-from ..settings.params import ModelParams, Params, Student, fingerprint
+from ..settings.fingerprint import fingerprint
+from ..settings.params import ModelParams, Params, Student
 from ..training import FitResult, fit
 from ..training.placement import Placement, place, seed_everything, shutdown
 

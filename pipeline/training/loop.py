@@ -37,7 +37,7 @@ from ..errors import CakdError
 from ..files.checkpoints import load_checkpoint, save_checkpoint
 from ..models import save_model
 from ..reporting import profiling
-from ..reporting.metrics import top1_accuracy
+from ..reporting.metrics import top1_accuracy, top1_hits
 from ..reporting.ui import console
 from ..settings.params import TrainParams
 from .placement import Placement, gather_strings, seed_everything, weights_digest
@@ -207,7 +207,7 @@ def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Opt
             opt.scheduler.step_update(epoch * steps + i + 1)
         for name, value in {**losses, "loss": loss}.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
-        correct += int((logits.argmax(1) == labels).sum())
+        correct += top1_hits(logits, labels)
         seen += labels.shape[0]
         rate = seen * run.placement.world_size / (time.perf_counter() - t0)
         progress.update(task, advance=1, stats=f"loss {sums['loss'] / (i + 1):.3f}  "
