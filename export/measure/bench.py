@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ...pipeline.errors import CakdError
+from ...pipeline.files.fileio import bounded
 from ...pipeline.models import load_model
 from ...pipeline.reporting import profiling
 from ..exported import Exported
@@ -245,6 +246,9 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
         results = accuracies(working, loader, failed) if loader is not None else None
         verdict = check(results, max_drop) if results is not None else {}
     working = [c for c in working if c.key not in failed]
+    if not working:  # a bench with nothing that runs has no table to show: say why, once
+        reasons = "; ".join(sorted({f"{c.loaded.model.label} on {c.runtime}: {failed[c.key]}" for c in candidates}))
+        raise CakdError(f"nothing could be benchmarked: {bounded(reasons, 600)}")
     with profiling.phase("timing"):
         latency = measure([c.runner for c in working], timing)
     rows = []
