@@ -38,6 +38,7 @@ from .int8 import export_int8, gate_int8_file, logits_on
 from .onnx_export import export_fp16, export_fp32
 
 if TYPE_CHECKING:
+    from ..bundle.make import Bundle
     from .qat import QatJob
 
 MADE_HERE = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat", "onnx-int8-qat-cpu")
@@ -56,11 +57,12 @@ def artefacts_for(runtimes: Iterable[str], precisions: Iterable[Precision]) -> l
 
 
 def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
-                 model: StagedModel | None = None, qat: QatJob | None = None) -> dict:
+                 model: StagedModel | None = None, qat: QatJob | None = None, bundle: Bundle | None = None) -> dict:
     """Make ``kinds`` from ``source`` (a cakd checkpoint, or an FP32 ONNX file given by hand) into ``out_dir``
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
     ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
-    quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason)."""
+    quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason);
+    ``bundle`` makes the folder a self-describing, self-testing bundle (export/bundle/)."""
     with atomic_dir(out_dir) as tmp:
         if source.suffix == ".onnx":
             made = _from_onnx(source, tmp, kinds)
@@ -77,6 +79,8 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
         report = {"source": str(source), **made, "settings": settings_key(cfg, kinds, qat)}
+        if bundle is not None:
+            bundle.complete(tmp, report, getattr(data.test_loader, "dataset", None))
         write_json(tmp / REPORT, report)
     return report
 

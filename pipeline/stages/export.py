@@ -13,6 +13,7 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
+from ...export.bundle.make import Bundle
 from ...export.exported import FILES, REPORT, read_export
 from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
 from ...export.make.gate_data import gate_data
@@ -53,7 +54,8 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
             require_modelopt()
         if may_train or qat_dir is not None:
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when QAT is not needed
-        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat,
+                              Bundle.of(params, manifest, out_dir.name))
     print_export(report, out_dir)
     if fmt == "trt":
         report["tensorrt"] = _engine(report, out_dir, params)

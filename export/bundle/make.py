@@ -1,0 +1,56 @@
+"""Turn an export folder into a bundle (the last step of ``cakd export``, before the folder is swapped in):
+metadata in every ONNX file and in ``export.json``, ``labels.txt``, golden vectors and ``run.py``."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from ...pipeline.data import load_manifest
+from ...pipeline.files.fileio import write_text
+from ...pipeline.reporting import profiling
+from ...pipeline.settings.params import ExportParams, Params
+from .golden import write_golden
+from .metadata import Origin, bundle_doc, interpolation, stamp_onnx
+
+RUNNER = Path(__file__).with_name("run.py")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What ``cakd export`` knows beyond the artefacts: the data's classes and normalisation, the model's origin,
+    the test images the golden vectors come from."""
+
+    origin: Origin
+    cfg: ExportParams
+    golden_images: int
+
+    @classmethod
+    def of(cls, params: Params, manifest: Path, label: str) -> Bundle:
+        """From params.yaml and the manifest; ``label`` names the model (its export folder's name)."""
+        interpolation()  # a resize Pillow cannot reproduce: refused before anything is made
+        data = load_manifest(manifest)
+        bench = params.bench
+        origin = Origin(classes=[str(c) for c in data["classes"]], mean=list(data["mean"]), std=list(data["std"]),
+                        img_size=int(data["img_size"]), data=str(data["source"]),
+                        content_hash=data.get("content_hash"), student=label, teacher=params.teacher.model,
+                        method=params.distill.method, batch_sizes=list(bench.batch_sizes),
+                        bench={"warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds})
+        return cls(origin, params.export, params.export.golden_images)
+
+    def complete(self, folder: Path, report: dict, test_set: Dataset | None) -> None:
+        """Stamp every ONNX artefact, write labels.txt, golden/ (when there is a test set) and run.py; the
+        report gains the ``bundle`` document (what run.py reads) and each entry its new size."""
+        with profiling.phase("bundle"):
+            doc = bundle_doc(self.origin, report)
+            for kind, entry in doc["artefacts"].items():
+                stamp_onnx(folder / entry["file"], doc, kind)
+                report["artefacts"][kind]["size_bytes"] = (folder / entry["file"]).stat().st_size
+            write_text(folder / "labels.txt", "".join(f"{name}\n" for name in doc["classes"]))
+            if test_set is not None:
+                write_golden(folder, doc, test_set, self.golden_images, self.cfg, self.origin.batch_sizes)
+            shutil.copyfile(RUNNER, folder / RUNNER.name)
+            report["bundle"] = doc
