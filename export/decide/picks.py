@@ -9,12 +9,14 @@ A latency budget, when set, bounds the candidates first:
 With a budget the pick is the most accurate artefact within it (then the faster). Without one it is the fastest
 artefact within ``bench.pick_tolerance`` top-1 points of the most accurate on that runtime (a difference the
 test set cannot resolve buys no latency). Only rows that were timed, scored and passed their accuracy check
-take part; when nothing qualifies the pick says why.
+take part; when nothing qualifies the pick says why. Within a budget, an artefact whose round spread straddles the
+line is taken only when none passes it clearly (``noise``).
 """
 
 from __future__ import annotations
 
 from ..measure.rows import BenchRow, Pick
+from .noise import budget_line, standing
 
 TEACHER = "teacher"  # the label the pipeline gives the teacher's export (a reserved student name)
 
@@ -26,19 +28,25 @@ def reference_batch(rows: list[BenchRow]) -> int:
 
 def _within_budget(usable: list[BenchRow], budget_ms: float | None, min_speedup: float | None,
                    batch: int) -> tuple[list[BenchRow], str | None, str]:
-    """The rows the budgets allow, why none did (or None), and the budget in words."""
+    """The rows the budgets allow, why none did (or None), and the budget in words. ``noise``'s rule: rows that
+    pass whichever round was right come first; only when there are none, rows whose round spread straddles the
+    line (the teacher's round spread included), said so in the budget's words."""
     limits, words = [], []
     if budget_ms is not None:
         limits.append(budget_ms)
         words.append(f"{budget_ms:g} ms")
+    teacher = min((r for r in usable if r.model == TEACHER), key=lambda r: r.p50_ms, default=None)
     if min_speedup is not None:
-        teacher = [r.p50_ms for r in usable if r.model == TEACHER]
-        if not teacher:
+        if teacher is None:
             return [], f"min_speedup {min_speedup:g} needs the teacher timed on this runtime (label it teacher)", ""
-        limits.append(min(teacher) / min_speedup)
-        words.append(f"{min_speedup:g}x the teacher's fastest ({min(teacher):.2f} ms)")
+        limits.append(teacher.p50_ms / min_speedup)
+        words.append(f"{min_speedup:g}x the teacher's fastest ({teacher.p50_ms:.2f} ms)")
     budget = " and ".join(words)
-    fits = [r for r in usable if r.p50_ms <= min(limits)]
+    line = budget_line(budget_ms, teacher, min_speedup)
+    within = [r for r in usable if r.p50_ms <= min(limits)]
+    fits = [r for r in within if standing(r, line) == "clear"]
+    if within and not fits:
+        fits, budget = within, f"{budget} (borderline: the line {line.text} lies inside their round p50s)"
     why = None if fits else f"nothing runs within {budget} (p50, batch {batch})"
     return fits, why, budget
 

@@ -14,8 +14,9 @@ Ranking (``rank``): a candidate is within budget when its p50 at the shortlist's
 Within budget, one per family first (each family's candidate with the most GFLOPs, then parameters; families in
 the order of that candidate's GFLOPs, descending), then the other candidates by GFLOPs (then parameters),
 descending: more capacity learns more within the same latency, and one per family keeps the top K from being
-K widths of one architecture. Candidates over budget or that failed to export are listed with the reason,
-never dropped.
+K widths of one architecture. The budget line has the teacher's round spread as its uncertainty (``noise``): a
+candidate whose round p50s straddle it is borderline and ranks after every clear pass. Candidates over budget or
+that failed to export are listed with the reason, never dropped.
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ from ..measure.bench import Timing, count_gflops, measure
 from ..measure.bench_inputs import int8_activations
 from ..measure.rows import BenchRow
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
+from .noise import budget_line, standing
 
 MADE_UNTRAINED: tuple[Artefact, ...] = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")
 TEACHER = "teacher"
 RULE = ("within budget: p50 <= budget_ms and speed-up over the teacher >= min_speedup; then one per family "
-        "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending")
+        "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending; candidates "
+        "whose round p50s straddle the budget line (the teacher's round spread included) ranked after every clear "
+        "pass, in the same order")
 
 
 @dataclass(frozen=True)
@@ -228,26 +232,31 @@ def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedu
         verdict.reason = f"failed: {row.reason}"
         return verdict
     verdict.speedup = teacher.p50_ms / row.p50_ms
-    limits = [x for x in (budget_ms, teacher.p50_ms / min_speedup if min_speedup else None) if x is not None]
     why = []
     if budget_ms is not None and row.p50_ms > budget_ms:
         why.append(f"p50 {row.p50_ms:.3f} ms > budget {budget_ms:g} ms")
     if min_speedup is not None and verdict.speedup < min_speedup:
         why.append(f"{verdict.speedup:.2f}x the teacher's speed < {min_speedup:g}x")
     verdict.within_budget, verdict.reason = not why, "; ".join(why) or None
-    verdict.borderline = any(row.p50_round_min_ms <= limit <= row.p50_round_max_ms for limit in limits)
+    verdict.borderline = standing(row, budget_line(budget_ms, teacher, min_speedup)) == "borderline"
     return verdict
 
 
-def rank(verdicts: list[Verdict]) -> list[Verdict]:
-    """Number the candidates within budget by the module's rule; returns them in rank order."""
-    fits = sorted((v for v in verdicts if v.within_budget),
-                  key=lambda v: (-v.row.gflops, -(v.row.params_m or 0), v.name))
+def _tier(verdicts: list[Verdict]) -> list[Verdict]:
+    """One tier in the module's order: one per family (its most capacity), then the rest by capacity."""
+    fits = sorted(verdicts, key=lambda v: (-v.row.gflops, -(v.row.params_m or 0), v.name))
     leaders = {}
     for v in fits:
         leaders.setdefault(v.family, v)  # fits is sorted by capacity: the first of a family is its largest
     first = {id(v) for v in leaders.values()}
-    ordered = list(leaders.values()) + [v for v in fits if id(v) not in first]
+    return list(leaders.values()) + [v for v in fits if id(v) not in first]
+
+
+def rank(verdicts: list[Verdict]) -> list[Verdict]:
+    """Number the candidates by the module's rule, the clear passes first and the borderline ones (the budget line
+    inside their round spread, either side of it: ``noise``) after them; returns them in rank order."""
+    clear = [v for v in verdicts if v.within_budget and not v.borderline]
+    ordered = _tier(clear) + _tier([v for v in verdicts if v.borderline])
     for position, v in enumerate(ordered, 1):
         v.rank = position
     return ordered

@@ -19,6 +19,7 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
+from ...export.decide.noise import budget_line, reference_spread
 from ...export.decide.profile import RULE, TEACHER, Profiled, Target, build, judge, profile, rank, target_artefact
 from ...export.decide.report import write_shortlist_plot
 from ...export.measure.bench import Timing, pinned_threads
@@ -86,13 +87,16 @@ def report(params: Params, items: list[Profiled], timed: dict) -> dict:
     teacher, candidates = items[0], items[1:]
     verdicts = [judge(item, teacher.row, cfg.budget_ms, cfg.min_speedup) for item in candidates]
     ranking = [v.name for v in rank(verdicts)]
+    line = budget_line(cfg.budget_ms, teacher.row, cfg.min_speedup) if teacher.row.p50_ms is not None else None
     entries = {v.name: {"family": v.family, "model": v.model, "kwargs": v.kwargs, "rank": v.rank,
                         "within_budget": v.within_budget, "borderline": v.borderline, "speedup": v.speedup,
                         "reason": v.reason, "row": v.row.to_dict()} for v in verdicts}
     return {"settings": timed, "key": settings_key(params), "rule": RULE,
             "teacher": {"family": teacher.family, "model": teacher.spec.name, "kwargs": dict(teacher.spec.kwargs),
                         "row": teacher.row.to_dict()},
-            "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k]}
+            "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k],
+            "budget_line": None if line is None else {"low_ms": line.low, "high_ms": line.high, "budget": line.words,
+                                                      "teacher_spread": reference_spread(teacher.row)}}
 
 
 def _budget_text(settings: dict) -> str:
@@ -122,9 +126,11 @@ def _architecture(model: str, kwargs: dict) -> str:
 
 
 def _verdict(entry: dict) -> str:
+    if entry["borderline"]:
+        return ("yes" if entry["within_budget"] else "no") + " (borderline: ranked after the clear passes)"
     if not entry["within_budget"]:
         return f"[yellow]no[/yellow]: {escape(entry['reason'] or '')}"
-    return "yes (borderline)" if entry["borderline"] else "yes"
+    return "yes"
 
 
 def print_shortlist(result: dict) -> None:
@@ -147,9 +153,13 @@ def print_shortlist(result: dict) -> None:
                       "-" if e["speedup"] is None else f"{e['speedup']:.2f}x", _verdict(e))
     console.print(table)
     console.print(escape(f"rule: {result['rule']}"), markup=False)
+    line = result.get("budget_line")
+    if line is not None:
+        console.print(escape(f"budget line: {line['low_ms']:.3f}-{line['high_ms']:.3f} ms ({line['budget']}; the "
+                             f"teacher's rounds spread {100 * line['teacher_spread']:.0f}% of its p50)"), markup=False)
     if any(e["borderline"] for e in result["candidates"].values()):
-        console.print("borderline: the budget's limit lies inside the candidate's round p50s; time it again before "
-                      "relying on it", markup=False)
+        console.print("borderline: the budget line lies inside the candidate's round p50s; ranked after every clear "
+                      "pass, time it again before relying on it", markup=False)
     for note in result.get("notes", []):
         console.print(f"[yellow]note[/yellow]: {escape(note)}")
     top = result["shortlist"]
