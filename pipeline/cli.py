@@ -211,15 +211,29 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
               = None,
               from_: Annotated[Path | None, typer.Option("--from", help="a shortlist JSON measured before (e.g. by "
                                                          "dvc repro shortlist): print and apply it, measure nothing")]
-              = None) -> None:
+              = None,
+              bundle: Annotated[Path | None, typer.Option("--bundle", metavar="DIR", help="write the candidates and "
+                                                          "the teacher, untrained, with run.py, to DIR to time on the "
+                                                          "target (python run.py --bench --out results.json)")]
+              = None,
+              from_target: Annotated[Path | None, typer.Option("--from-target", metavar="RESULTS", help="rank from "
+                                                               "the results run.py measured on the target from "
+                                                               "--bundle DIR's bundle")] = None) -> None:
     """Time untrained candidate students on the target runtime against a latency budget; rank them; --apply K."""
     from .stages import shortlist as stage
 
     known = known_names()
     cfg = load_params(params, set_ or [], known)
+    if from_target is not None and (bundle is None or from_ is not None):
+        raise CakdError("--from-target RESULTS needs --bundle DIR (the bundle it was timed from) and no --from")
+    if bundle is not None and from_target is None:
+        if apply is not None or from_ is not None:
+            raise CakdError("--bundle DIR only writes the bundle: rank and --apply with --from-target RESULTS")
+        stage.write_target_bundle(cfg, data, bundle)
+        return
     _outputs(out, metrics)
-    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_,
-              known=known)
+    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_, known=known,
+              target=None if from_target is None else (from_target, bundle))
 
 
 @app.command()

@@ -7,6 +7,10 @@
     python run.py --bench [--out FILE]   latency rows in cakd's BenchRow shape, with this machine's details
     python run.py --accuracy DIR         top-1 on DIR/<class name>/<image>
 
+In a shortlist bundle (``cakd shortlist --bundle``: ``manifest.json``, no ``export.json``), ``--bench`` times
+every model of the manifest in interleaved rounds and writes one results file for ``cakd shortlist
+--from-target``.
+
 It reads ``export.json``'s ``bundle`` document (version 1) and preprocesses exactly as ``cakd evaluate``
 does, so a deployment that feeds the model differently fails ``--self-test`` instead of answering wrongly.
 Exit status: 0 ok, 1 a self-test mismatch, 2 a bad bundle, input or runtime (one line on stderr).
@@ -451,8 +455,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+TARGET_MANIFEST = "manifest.json"
+TARGET_FORMAT = "cakd.target-bundle"
+
+
+def bench_target(folder: Path, args: argparse.Namespace) -> dict:
+    """Every model of a shortlist bundle in the same interleaved rounds (a burst of load falls on all alike), each
+    file's sha256 beside its row so cakd can tell that these are the files it bundled."""
+    manifest_path = folder / TARGET_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        s, runtime = manifest["settings"], manifest["runtime"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{manifest_path} cannot be read ({type(err).__name__}: {err})") from None
+    if manifest.get("format") != TARGET_FORMAT or manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{manifest_path} is not a version-{BUNDLE_VERSION} {TARGET_FORMAT} manifest")
+    if runtime_missing(runtime):
+        raise BundleError(f"{runtime} cannot run here: {runtime_missing(runtime)}")
+    models = {name: m for name, m in manifest["models"].items() if m["file"]}
+    timing = {key: getattr(args, key) if getattr(args, key) is not None else s[key]
+              for key in ("warmup", "runs", "rounds")}
+    predicts = {name: load_runtime(runtime, folder / m["file"], args.threads) for name, m in models.items()}
+    x = np.random.default_rng(0).standard_normal((s["batch_size"], *manifest["input"]), dtype=np.float32)
+    for predict in predicts.values():
+        for _ in range(timing["warmup"]):
+            predict(x)
+    times = _interleaved(predicts, x, timing)
+    rows = [{"model": name, "runtime": s["runtime"], "precision": s["precision"], "artefact": s["artefact"],
+             "batch_size": s["batch_size"], "status": "ok", "reason": None, **percentiles(times[name], len(x)),
+             "file_mb": (folder / m["file"]).stat().st_size / 2**20, "source": f"target bundle {m['file']}"}
+            for name, m in models.items()]
+    return {"format": "cakd.target-results", "version": BUNDLE_VERSION, "manifest_sha256": sha256(manifest_path),
+            "files": {name: sha256(folder / m["file"]) for name, m in models.items()},
+            "system": system_info(runtime, args.threads), "rows": rows}
+
+
+def _interleaved(predicts: dict[str, Predict], x: np.ndarray, timing: dict) -> dict[str, list[list[float]]]:
+    """``rounds`` rounds; in each, every model's ``runs`` calls, the starting model rotating round by round."""
+    names = list(predicts)
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
+    for r in range(timing["rounds"]):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            calls = []
+            for _ in range(timing["runs"]):
+                start = time.perf_counter()
+                predicts[name](x)
+                calls.append(time.perf_counter() - start)
+            times[name].append(calls)
+    return times
+
+
+def write_out(path: Path, results: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def run(args: argparse.Namespace) -> int:
     folder = args.bundle
+    if args.bench and (folder / TARGET_MANIFEST).is_file() and not (folder / REPORT).is_file():
+        results = bench_target(folder, args)
+        for row in results["rows"]:
+            print(f"{row['model']}: p50 {row['p50_ms']:.3f} ms (rounds {row['p50_round_min_ms']:.3f}-"
+                  f"{row['p50_round_max_ms']:.3f})")
+        if args.out is not None:
+            write_out(args.out, results)
+        return 0
     bundle = load_bundle(folder)
     kind, entry = choose_artefact(bundle, folder, args.artefact)
     runtime = choose_runtime(entry, kind, args.runtime)
@@ -478,9 +546,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images:
         print("\n".join(top_k(args.images, bundle, predict, args.top_k)))
     if args.out is not None and results:
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, args.out)
+        write_out(args.out, results)
     return 0
 
 

@@ -13,6 +13,7 @@ plot; prints the table. ``--apply K`` writes the top K into params.yaml's ``stud
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,14 +21,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...export.decide.noise import budget_line, reference_spread
-from ...export.decide.profile import RULE, TEACHER, Profiled, Target, build, judge, profile, rank, target_artefact
+from ...export.decide.profile import (
+    RULE,
+    TEACHER,
+    Profiled,
+    Target,
+    build,
+    export_all,
+    judge,
+    profile,
+    rank,
+    target_artefact,
+)
 from ...export.decide.report import write_shortlist_plot
+from ...export.decide.target import check_runtime, profiled, read_manifest, read_results, write_bundle
 from ...export.measure.bench import Timing, pinned_threads
 from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import Settings
 from ..data import build_datasets, load_manifest, spread_sample
 from ..errors import CakdError
-from ..files.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
+from ..files.fileio import check_out_dir, clean_stale, file_sha256, read_json, remove_outputs, temp_beside, write_json
 from ..models import ModelSpec
 from ..reporting import profiling
 from ..reporting.ui import console
@@ -57,28 +70,55 @@ def _networks(params: Params, num_classes: int) -> list[Profiled]:
                         for name, c in params.shortlist.candidates.items()]
 
 
-def measure_candidates(params: Params, manifest: Path, work: Path) -> tuple[list[Profiled], dict]:
-    """Build, export and time; returns the profiled networks and the settings that were timed."""
+def _setup(params: Params, manifest: Path) -> tuple[list[Profiled], torch.Tensor, dict]:
+    """The untrained networks, the parity/calibration images and the settings of the measurement."""
     cfg, bench = params.shortlist, params.bench
-    target = Target(cfg.runtime, cfg.precision, cfg.batch_size)
-    artefact = target_artefact(target)  # a runtime that cannot run here is one line before anything is built
+    artefact = target_artefact(Target(cfg.runtime, cfg.precision, cfg.batch_size))  # one line before any build
     dataset = load_manifest(manifest)
     with profiling.phase("data"):
         train_ds, _ = build_datasets(params.data, dataset, params.seed, train_augment=False)
         images = spread_sample(train_ds, cfg.calib_images)  # parity images, and INT8's calibration images
     items = _networks(params, dataset["num_classes"])
-    timing = Timing((cfg.batch_size,), bench.warmup, bench.runs, bench.rounds)
-    settings = Settings(bench.threads, work, (cfg.batch_size,), params.export.trt.workspace_mb, bench.openvino_hint)
-    started = time.perf_counter()
-    with pinned_threads(bench.threads):
-        profile(items, target, timing, settings, params.export, images, cfg.jobs,
-                progress=lambda line: console.print(escape(f"{time.perf_counter() - started:5.1f} s  {line}"),
-                                                    style="dim"))
     timed = {"runtime": cfg.runtime, "precision": cfg.precision, "artefact": artefact, "batch_size": cfg.batch_size,
              "budget_ms": cfg.budget_ms, "min_speedup": cfg.min_speedup, "top_k": cfg.top_k,
              "img_size": params.data.img_size, "num_classes": dataset["num_classes"], "calib_images": len(images),
              "warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds, "threads": bench.threads}
+    return items, images, timed
+
+
+def _progress(started: float) -> Callable[[str], None]:
+    return lambda line: console.print(escape(f"{time.perf_counter() - started:5.1f} s  {line}"), style="dim")
+
+
+def measure_candidates(params: Params, manifest: Path, work: Path) -> tuple[list[Profiled], dict]:
+    """Build, export and time; returns the profiled networks and the settings that were timed."""
+    cfg, bench = params.shortlist, params.bench
+    items, images, timed = _setup(params, manifest)
+    timing = Timing((cfg.batch_size,), bench.warmup, bench.runs, bench.rounds)
+    settings = Settings(bench.threads, work, (cfg.batch_size,), params.export.trt.workspace_mb, bench.openvino_hint)
+    started = time.perf_counter()
+    with pinned_threads(bench.threads):
+        profile(items, Target(cfg.runtime, cfg.precision, cfg.batch_size), timing, settings, params.export, images,
+                cfg.jobs, progress=_progress(started))
     return items, timed
+
+
+def write_target_bundle(params: Params, manifest: Path, folder: Path) -> dict:
+    """``--bundle DIR``: every candidate and the teacher exported as for a local shortlist, with the runner and a
+    manifest, to be timed on the target; nothing is timed here."""
+    check_runtime(params.shortlist.runtime)
+    profiling.mark_ready()
+    check_out_dir(folder, "--bundle")
+    items, images, timed = _setup(params, manifest)
+    with temp_beside(folder.with_name(f"{folder.name}-exports")) as work:  # not folder's: its swap cleans that
+        export_all(items, timed["artefact"], work, params.export, images, params.shortlist.jobs,
+                   _progress(time.perf_counter()))
+        written = write_bundle(folder, items, timed, settings_key(params))
+    count = sum(1 for m in written["models"].values() if m["file"])
+    console.print(escape(f"{folder}: {count} models ({timed['artefact']} for {timed['runtime']}) and run.py; on the "
+                         f"target: cd {folder.name} && python run.py --bench --out results.json; then here: cakd "
+                         f"shortlist --from-target results.json --bundle {folder}"), markup=False)
+    return written
 
 
 def report(params: Params, items: list[Profiled], timed: dict) -> dict:
@@ -152,6 +192,10 @@ def print_shortlist(result: dict) -> None:
                       f"{e['row']['params_m']:.2f}", f"{e['row']['gflops']:.4f}", _ms(e["row"]),
                       "-" if e["speedup"] is None else f"{e['speedup']:.2f}x", _verdict(e))
     console.print(table)
+    if result.get("measured_on") == "target":
+        t = result["target"]
+        console.print(escape(f"measured on the target: {t['cpu']}, {t['threads'] or 'default'} threads "
+                             f"({t['results']})"), markup=False)
     console.print(escape(f"rule: {result['rule']}"), markup=False)
     line = result.get("budget_line")
     if line is not None:
@@ -199,17 +243,44 @@ def reuse(params: Params, path: Path) -> dict:
 
 
 def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_path: Path,
-        apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None) -> dict:
-    """Measure (or, with ``from_report``, read a shortlist measured before), print, and apply if asked."""
+        apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None,
+        target: tuple[Path, Path] | None = None) -> dict:
+    """Measure (or, with ``from_report``, read a shortlist measured before; with ``target``, (results, bundle),
+    rank from the target's figures), print, and apply if asked."""
     profiling.mark_ready()
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)
+    elif target is not None:
+        result = from_target(params, *target, out_dir, metrics)
     else:
         result = measure_and_write(params, manifest, out_dir, metrics)
     print_shortlist(result)
     if apply is not None:
         apply_top(result, apply, params_path, known)
+    return result
+
+
+def from_target(params: Params, results: Path, bundle: Path, out_dir: Path, metrics: Path) -> dict:
+    """``--from-target``: the shortlist ranked from the figures the bundle's runner measured on the target, by the
+    same rule and budget line, marked with the target's system info; checked in full before anything is written."""
+    manifest, manifest_sha = read_manifest(bundle)
+    if manifest.get("key") != settings_key(params):
+        raise CakdError(f"{bundle} was bundled under other settings than params.yaml's now (shortlist, teacher, data, "
+                        "bench timing or export): bundle and time it again")
+    rows, system = read_results(results, manifest, manifest_sha)
+    items = profiled(manifest, rows, manifest["settings"]["num_classes"])
+    teacher = items[0].row  # the target's run settings: the runner's --threads, --rounds, --runs
+    timed = {**manifest["settings"], "threads": system.get("threads"), "rounds": teacher.rounds,
+             "runs": teacher.runs // max(1, teacher.rounds)}
+    result = report(params, items, timed)
+    plot = out_dir / "shortlist.png"
+    result.update(system=system, notes=[], plot=str(plot), path=str(metrics), measured_on="target",
+                  target={"results": str(results), "results_sha256": file_sha256(results), "bundle": str(bundle),
+                          "manifest_sha256": manifest_sha, "cpu": system.get("cpu"), "threads": system.get("threads")})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_shortlist_plot(result, plot)
+    write_json(metrics, result)
     return result
 
 
