@@ -147,8 +147,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            data: Path = DATA,
            checkpoint: Annotated[Path | None, typer.Option(help="default: the student's distilled model.pt")]
            = None,
-           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME")] = None,
-           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (also the TensorRT engine)")]
+           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME (trt: artifacts/trt/NAME)")]
+           = None,
+           format_: Annotated[ExportFormat, typer.Option("--format", help=(
+               "onnx, or trt: also the TensorRT engine (exit 0), or without TensorRT here its build scripts "
+               "for the target (exit 3)"))]
            = ExportFormat.onnx,
            precision: Annotated[list[str] | None, typer.Option(
                "--precision", help="fp32, fp16, int8; repeatable (default: deploy.precisions)")] = None,
@@ -173,9 +176,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     if checkpoint is None:
         checkpoint = layout.student_dir(name, "distill") / "model.pt"
         qat_dir = qat_dir or layout.student_dir(name, "qat")
-    check_out_dir(out or layout.export_dir(name))
-    stage.run(cfg, checkpoint, data, out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions),
-              teacher, qat_dir)
+    out = out or layout.export_dir(name, layout.TRT_EXPORTS if format_ is ExportFormat.trt else layout.EXPORTS)
+    check_out_dir(out)
+    report = stage.run(cfg, checkpoint, data, out, format_.value, list(cfg.deploy.precisions), teacher, qat_dir)
+    if report.get("tensorrt", {}).get("status") == "prepared":
+        raise typer.Exit(3)  # exported, engine to build on the target: a release script can tell the two apart
 
 
 @app.command("bench-latency")
