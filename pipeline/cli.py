@@ -242,6 +242,20 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
     stage.run(students, reports, exports, bench, out)
 
 
+@app.command("model-card")
+def model_card(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+               data: Path = DATA,
+               export_dir: Annotated[Path | None, typer.Option("--export", help="default: artifacts/export/NAME")]
+               = None,
+               bench: Path = layout.BENCH_JSON,
+               out: Annotated[Path | None, typer.Option(help="default: reports/cards/NAME.md")] = None) -> None:
+    """MODEL_CARD.md of a student's export with the bench's accuracy and latency per runtime (after the bench)."""
+    from .stages import card as stage
+
+    name = _params(params, list(set_ or [])).student(student).name
+    stage.run(export_dir or layout.export_dir(name), bench, data, out or layout.REPORTS / "cards" / f"{name}.md")
+
+
 def main() -> None:
     try:
         app()

@@ -13,11 +13,13 @@ from ...pipeline.data import load_manifest
 from ...pipeline.files.fileio import write_text
 from ...pipeline.reporting import profiling
 from ...pipeline.settings.params import ExportParams, Params, TRTParams
+from .card import model_card
 from .golden import write_golden
 from .metadata import Origin, bundle_doc, interpolation, stamp_onnx
 from .trt_prepare import write_build_scripts
 
 RUNNER = Path(__file__).with_name("run.py")
+CARD = "MODEL_CARD.md"
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,4 @@ class Bundle:
                 write_golden(folder, doc, test_set, self.golden_images, self.cfg, self.origin.batch_sizes)
             shutil.copyfile(RUNNER, folder / RUNNER.name)
             report["bundle"] = doc
+            write_text(folder / CARD, model_card(report, None, len(test_set) if test_set is not None else None))
