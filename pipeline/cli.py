@@ -147,8 +147,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            data: Path = DATA,
            checkpoint: Annotated[Path | None, typer.Option(help="default: the student's distilled model.pt")]
            = None,
-           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME")] = None,
-           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (also the TensorRT engine)")]
+           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME (trt: artifacts/trt/NAME)")]
+           = None,
+           format_: Annotated[ExportFormat, typer.Option("--format", help=(
+               "onnx, or trt: also the TensorRT engine (exit 0), or without TensorRT here its build scripts "
+               "for the target (exit 3)"))]
            = ExportFormat.onnx,
            precision: Annotated[list[str] | None, typer.Option(
                "--precision", help="fp32, fp16, int8; repeatable (default: deploy.precisions)")] = None,
@@ -173,9 +176,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     if checkpoint is None:
         checkpoint = layout.student_dir(name, "distill") / "model.pt"
         qat_dir = qat_dir or layout.student_dir(name, "qat")
-    check_out_dir(out or layout.export_dir(name))
-    stage.run(cfg, checkpoint, data, out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions),
-              teacher, qat_dir)
+    out = out or layout.export_dir(name, layout.TRT_EXPORTS if format_ is ExportFormat.trt else layout.EXPORTS)
+    check_out_dir(out)
+    report = stage.run(cfg, checkpoint, data, out, format_.value, list(cfg.deploy.precisions), teacher, qat_dir)
+    if report.get("tensorrt", {}).get("status") == "prepared":
+        raise typer.Exit(3)  # exported, engine to build on the target: a release script can tell the two apart
 
 
 @app.command("bench-latency")
@@ -249,6 +254,20 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
     students = {name: student.model for name, student in load_params(params, set_ or []).students.items()}
     _outputs(out.parent, out)
     stage.run(students, reports, exports, bench, out)
+
+
+@app.command("model-card")
+def model_card(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+               data: Path = DATA,
+               export_dir: Annotated[Path | None, typer.Option("--export", help="default: artifacts/export/NAME")]
+               = None,
+               bench: Path = layout.BENCH_JSON,
+               out: Annotated[Path | None, typer.Option(help="default: reports/cards/NAME.md")] = None) -> None:
+    """MODEL_CARD.md of a student's export with the bench's accuracy and latency per runtime (after the bench)."""
+    from .stages import card as stage
+
+    name = _params(params, list(set_ or [])).student(student).name
+    stage.run(export_dir or layout.export_dir(name), bench, data, out or layout.REPORTS / "cards" / f"{name}.md")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from cakd.export.bundle import run as runner
+from cakd.export.bundle.card import model_card
 from cakd.export.bundle.golden import spread_over_classes
 from cakd.export.measure.rows import COLUMNS, BenchRow
 from cakd.export.runtimes import RUNTIMES, Session, Settings
@@ -24,6 +25,7 @@ from cakd.pipeline.data.digits import load_digits
 from cakd.pipeline.models import ModelSpec, create_model, save_model
 from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import export
+from tests.conftest import run_cakd, write_params
 from tests.minimal_env import clean_env, installed, minimal_env
 
 IMG = 16
@@ -274,3 +276,40 @@ def test_top_k_prints_class_names(bundle: Path, ort_python: Path, made: tuple[Pa
     assert result.returncode == 0 and result.stdout.startswith(f"{image}: ")
     named = result.stdout.strip().removeprefix(f"{image}: ").split(", ")
     assert len(named) == 2 and all(n.split()[0] in CLASSES and n.endswith("%") for n in named)
+
+
+@pytest.mark.slow
+def test_model_cards_restate_the_reports(made: tuple[Params, Path, Path], ort_python: Path, tmp_path: Path) -> None:
+    """The export's card gives its gates' numbers; with bench rows (run.py --bench's, BenchRow-shaped) the
+    card gives each row's accuracy and latency and the machine, and names an artefact that failed a runtime."""
+    _, _, folder = made
+    report = json.loads((folder / "export.json").read_text())
+    card = (folder / "MODEL_CARD.md").read_text()
+    gate = report["artefacts"]["onnx-int8"]["gate"]
+    assert f"top-1 {gate['top1']:.2f}% on {gate['images']} test images" in card and "`blue`, `green`, `red`" in card
+    assert f"{report['artefacts']['onnx']['parity']['max_abs_diff']:.2e}" in card
+    assert "python run.py --self-test" in card
+    out = tmp_path / "bench.json"
+    assert call(ort_python, folder, "--bench", "--out", str(out)).returncode == 0
+    bench = json.loads(out.read_text())
+    bench["rows"][0].update(top1=91.25)
+    bench["rows"].append({**bench["rows"][1], "runtime": "openvino", "status": "failed", "reason": "top-1 60% < 90%"})
+    card = model_card(report, bench, 18)
+    assert f"| onnxruntime | fp32 | onnx | 1 | 91.25% | {bench['rows'][0]['p50_ms']:.3f} |" in card
+    assert bench["system"]["cpu"] in card and "- onnx on openvino: failed (top-1 60% < 90%)" in card
+
+
+@pytest.mark.slow
+def test_cakd_model_card_writes_beside_the_export_not_in_it(made: tuple[Params, Path, Path], tmp_path: Path) -> None:
+    params, manifest, folder = made
+    write_params(tmp_path / "params.yaml", params.model_dump(mode="json"))
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"system": {"cpu": "test CPU"}, "rows": [BenchRow(
+        "student", "onnxruntime", "fp32", "onnx", 1, "ok", top1=50.0, p50_ms=1.5).to_dict()]}))
+    args = ["model-card", "--export", str(folder), "--bench", str(bench), "--data", str(manifest)]
+    run_cakd(*args, cwd=tmp_path, check=True)
+    card = (tmp_path / "reports/cards/student.md").read_text()
+    assert "| onnxruntime | fp32 | onnx | 1 | 50.00% | 1.500 |" in card and "scored on 18 test images" in card
+    bench.write_text(json.dumps({"rows": []}))
+    failed = run_cakd(*args, cwd=tmp_path)
+    assert failed.returncode == 2 and failed.stderr.strip().endswith("has no rows of student: bench its export first")

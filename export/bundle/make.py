@@ -12,11 +12,14 @@ from torch.utils.data import Dataset
 from ...pipeline.data import load_manifest
 from ...pipeline.files.fileio import write_text
 from ...pipeline.reporting import profiling
-from ...pipeline.settings.params import ExportParams, Params
+from ...pipeline.settings.params import ExportParams, Params, TRTParams
+from .card import model_card
 from .golden import write_golden
 from .metadata import Origin, bundle_doc, interpolation, stamp_onnx
+from .trt_prepare import write_build_scripts
 
 RUNNER = Path(__file__).with_name("run.py")
+CARD = "MODEL_CARD.md"
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,13 @@ class Bundle:
     origin: Origin
     cfg: ExportParams
     golden_images: int
+    trt: TRTParams | None = None  # how to build TensorRT engines on the target (None: TensorRT is not a target)
 
     @classmethod
-    def of(cls, params: Params, manifest: Path, label: str) -> Bundle:
-        """From params.yaml and the manifest; ``label`` names the model (its export folder's name)."""
+    def of(cls, params: Params, manifest: Path, label: str, trt: bool = False) -> Bundle:
+        """From params.yaml and the manifest; ``label`` names the model (its export folder's name); ``trt``:
+        TensorRT is a target (``--format trt`` or in deploy.runtimes), so each TensorRT artefact gets its build
+        script."""
         interpolation()  # a resize Pillow cannot reproduce: refused before anything is made
         data = load_manifest(manifest)
         bench = params.bench
@@ -39,7 +45,8 @@ class Bundle:
                         content_hash=data.get("content_hash"), student=label, teacher=params.teacher.model,
                         method=params.distill.method, batch_sizes=list(bench.batch_sizes),
                         bench={"warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds})
-        return cls(origin, params.export, params.export.golden_images)
+        trt = trt or "tensorrt" in params.deploy.runtimes
+        return cls(origin, params.export, params.export.golden_images, params.export.trt if trt else None)
 
     def complete(self, folder: Path, report: dict, test_set: Dataset | None) -> None:
         """Stamp every ONNX artefact, write labels.txt, golden/ (when there is a test set) and run.py; the
@@ -49,8 +56,13 @@ class Bundle:
             for kind, entry in doc["artefacts"].items():
                 stamp_onnx(folder / entry["file"], doc, kind)
                 report["artefacts"][kind]["size_bytes"] = (folder / entry["file"]).stat().st_size
+            if self.trt is not None:
+                doc["tensorrt"] = {"scripts": write_build_scripts(folder, doc["artefacts"], self.trt,
+                                                                  self.origin.img_size, doc["input"]["channels"]),
+                                   "batch_sizes": self.trt.batch_sizes}
             write_text(folder / "labels.txt", "".join(f"{name}\n" for name in doc["classes"]))
             if test_set is not None:
                 write_golden(folder, doc, test_set, self.golden_images, self.cfg, self.origin.batch_sizes)
             shutil.copyfile(RUNNER, folder / RUNNER.name)
             report["bundle"] = doc
+            write_text(folder / CARD, model_card(report, None, len(test_set) if test_set is not None else None))

@@ -139,7 +139,7 @@ def _openvino(path: Path, threads: int | None) -> Predict:
 
 
 def _tensorrt(path: Path, threads: int | None) -> Predict:
-    """The engine ``build_trt.sh`` built on this GPU from ``path`` (refused when built on another GPU or TensorRT
+    """The engine ``<stem>.trtexec.sh`` built on this GPU from ``path`` (refused when built on another GPU or TensorRT
     version); CUDA memory through cuda-python. Not run on cakd's development machines (no GPU there)."""
     import tensorrt as trt
     from cuda.bindings import runtime as cudart
@@ -180,12 +180,14 @@ def engine_for(onnx_path: Path, trt_version: str, gpu: str) -> tuple[Path, dict]
     engine = onnx_path.with_suffix(".engine")
     sidecar_path = engine.with_name(engine.name + ".json")
     if not engine.is_file() or not sidecar_path.is_file():
-        raise BundleError(f"no TensorRT engine {engine.name} here: run ./build_trt.sh on this machine first")
+        raise BundleError(f"no TensorRT engine {engine.name} here: run ./{onnx_path.stem}.trtexec.sh on this machine "
+                          "first")
     sidecar = json.loads(sidecar_path.read_text())
-    if (sidecar.get("gpu"), sidecar.get("tensorrt_version")) != (gpu, trt_version):
+    built = str(sidecar.get("tensorrt_version", "")).split(".")[:3]
+    if sidecar.get("gpu") != gpu or built != trt_version.split(".")[:3]:
         raise BundleError(f"{engine.name} was built for {sidecar.get('gpu')} with TensorRT "
                           f"{sidecar.get('tensorrt_version')}, this is {gpu} with TensorRT {trt_version}: "
-                          "rebuild it with ./build_trt.sh")
+                          f"rebuild it with ./{onnx_path.stem}.trtexec.sh")
     return engine, sidecar
 
 
@@ -295,7 +297,8 @@ def self_test(folder: Path, bundle: dict, kind: str, runtime: str, predict: Pred
         raise BundleError(f"golden data has no expected logits for artefact {kind}")
     record = index["artefacts"][kind]
     x = normalise(images, bundle["preprocessing"])
-    for batch in sorted({1, max(index["batch_sizes"])}):
+    shipped = bundle["tensorrt"]["batch_sizes"] if runtime == "tensorrt" else index["batch_sizes"]
+    for batch in sorted({1, max(shipped)}):
         for idx, _ in batches(images, batch):
             found = check_batch(predict(x[idx]), logits[kind][idx], record["tolerance"])
             if found is not None:

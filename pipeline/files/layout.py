@@ -17,6 +17,7 @@ TEACHER_DIR = ARTIFACTS / "teacher"
 TEACHER_MODEL = TEACHER_DIR / "model.pt"
 TEACHER_REPORT = REPORTS / "teacher.json"
 EXPORTS = ARTIFACTS / "export"
+TRT_EXPORTS = ARTIFACTS / "trt"  # `cakd export --format trt`: a bundle with TensorRT's files, outside DVC's outputs
 BENCH_JSON = ARTIFACTS / "bench" / "bench.json"
 SUMMARY = REPORTS / "summary.json"
 SHORTLIST_DIR = ARTIFACTS / "shortlist"  # the latency-vs-FLOPs plot; the exports are made and removed in here
