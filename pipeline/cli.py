@@ -194,7 +194,11 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
                   out: Path = Path("artifacts/bench"),
                   budget_ms: Annotated[float | None, typer.Option(help="per runtime, pick the most accurate "
                                                                   "artefact whose batch-1 p50 fits (bench.budget_ms)")]
-                  = None
+                  = None,
+                  target_results: Annotated[list[Path] | None, typer.Option(
+                      "--target-results", metavar="FILE", help="an export bundle's `run.py --bench --accuracy DIR "
+                      "--out FILE` from a target (named by FILE's name): its rows join the bench and get their own "
+                      "picks")] = None
                   ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
     from .stages import bench as stage
@@ -203,7 +207,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
     cfg = _params(params, overrides)
     pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
     check_out_dir(out)
-    stage.run(cfg, models or pipeline_exports, out, data)
+    stage.run(cfg, models or pipeline_exports, out, data, target_results)
 
 
 @app.command()

@@ -14,24 +14,20 @@ so the target's figures go through the same ``judge``/``rank`` rule and budget l
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from pathlib import Path
 
 from ...pipeline.errors import CakdError
-from ...pipeline.files.fileio import atomic_dir, bounded, file_sha256, read_regular, write_json
+from ...pipeline.files.fileio import atomic_dir, bounded, file_sha256, write_json
 from ...pipeline.models import ModelSpec
 from ..bundle.run import BUNDLE_VERSION, TARGET_FORMAT, TARGET_MANIFEST
 from ..measure.rows import BenchRow
+from ..measure.target_rows import bounded_json, checked_row
 from .profile import TEACHER, Profiled
 
 RUNNER = Path(__file__).resolve().parents[1] / "bundle" / "run.py"
 RUNNER_RUNTIMES = ("onnxruntime", "openvino")  # what run.py runs from an ONNX file alone (TensorRT needs an engine)
 RESULTS_FORMAT = "cakd.target-results"
-MAX_RESULTS_BYTES = 16 * 2**20  # a few hundred rows are ~100 KB
-MAX_DEPTH = 8  # results -> rows -> row -> value: 4 levels; system info adds 2
-TIME_KEYS = ("p50_ms", "p50_round_min_ms", "p50_round_max_ms", "p90_ms", "p99_ms", "mean_ms")
 
 
 def check_runtime(runtime: str) -> None:
@@ -69,41 +65,15 @@ def write_bundle(folder: Path, items: list[Profiled], settings: dict, key: str) 
 def read_manifest(folder: Path) -> tuple[dict, str]:
     """The bundle's manifest and its sha256 (what the results must name)."""
     path = folder / TARGET_MANIFEST
-    manifest = _bounded_json(path, "shortlist bundle manifest")
+    manifest = bounded_json(path, "shortlist bundle manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != TARGET_FORMAT:
         raise CakdError(f"{path} is not a cakd shortlist bundle manifest")
     return manifest, file_sha256(path)
 
 
-def _depth(value: object) -> int:
-    """Nesting depth of a JSON value, iteratively (a hostile file must not exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            return deepest
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def _bounded_json(path: Path, what: str) -> object:
-    data = read_regular(path, MAX_RESULTS_BYTES, what)
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CakdError(f"{what} {path} is not valid JSON: {bounded(str(err))}") from None
-    except RecursionError:
-        raise CakdError(f"{what} {path} is nested too deeply") from None
-    if _depth(value) > MAX_DEPTH:
-        raise CakdError(f"{what} {path} is nested more than {MAX_DEPTH} levels deep: not what run.py writes")
-    return value
-
-
 def read_results(path: Path, manifest: dict, manifest_sha: str) -> tuple[dict[str, BenchRow], dict]:
     """The target's rows by model name and its system info, checked against the bundle's manifest."""
-    results = _bounded_json(path, "target results")
+    results = bounded_json(path, "target results")
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise CakdError(f"{path} is not the results of a shortlist bundle's `run.py --bench --out`")
     if results.get("manifest_sha256") != manifest_sha:
@@ -115,7 +85,7 @@ def read_results(path: Path, manifest: dict, manifest_sha: str) -> tuple[dict[st
         raise CakdError(f"{path} comes from another bundle: the sha256 of {', '.join(changed[:3])} differs")
     rows = {}
     for raw in results.get("rows") if isinstance(results.get("rows"), list) else []:
-        row = _row(raw, path)
+        row = checked_row(raw, path)
         if row.model not in expected:
             raise CakdError(f"{path}: model '{bounded(row.model, 60)}' is not in the bundle")
         rows[row.model] = row
@@ -124,23 +94,6 @@ def read_results(path: Path, manifest: dict, manifest_sha: str) -> tuple[dict[st
         raise CakdError(f"{path} has no timing for {', '.join(missing)}: time the whole bundle")
     system = results.get("system") if isinstance(results.get("system"), dict) else {}
     return rows, system
-
-
-def _row(raw: object, path: Path) -> BenchRow:
-    """One row, its times finite and non-negative, p50 present."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
-        raise CakdError(f"{path}: a row is not a BenchRow object with a model name")
-    for key in TIME_KEYS:
-        value = raw.get(key)
-        if value is None and key != "p50_ms":
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise CakdError(f"{path}: {bounded(raw['model'], 60)}'s {key} is {bounded(repr(value), 40)}, not a "
-                            "finite non-negative time")
-    try:
-        return BenchRow.from_dict(raw)
-    except TypeError as err:
-        raise CakdError(f"{path}: a row of {bounded(raw['model'], 60)} is malformed ({err})") from None
 
 
 def profiled(manifest: dict, rows: dict[str, BenchRow], num_classes: int) -> list[Profiled]:
