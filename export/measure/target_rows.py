@@ -69,8 +69,8 @@ def checked_row(raw: object, path: Path) -> BenchRow:
                             "finite non-negative time")
     batch, names = raw.get("batch_size"), [raw.get(k) for k in ("runtime", "precision", "artefact", "status")]
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1 or not all(isinstance(n, str) for n in names):
-        raise CakdError(f"{path}: a row of {bounded(raw['model'], 60)} is malformed (runtime, precision, artefact and status "
-                        "must be names, batch_size a positive integer)")
+        raise CakdError(f"{path}: a row of {bounded(raw['model'], 60)} is malformed (runtime, precision, "
+                        "artefact and status must be names, batch_size a positive integer)")
     return BenchRow.from_dict(raw)
 
 
