@@ -207,7 +207,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
     cfg = _params(params, overrides)
     pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in ("teacher", *cfg.students)]
     check_out_dir(out)
-    stage.run(cfg, models or pipeline_exports, out, data, target_results)
+    stage.run(cfg, models or pipeline_exports, out, data, target_results or [Path(p) for p in cfg.target.bench])
 
 
 @app.command()
@@ -233,6 +233,8 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
 
     known = known_names()
     cfg = load_params(params, set_ or [], known)
+    if cfg.target.shortlist is not None and bundle is None and from_target is None and from_ is None:
+        from_target, bundle = Path(cfg.target.shortlist), Path(cfg.target.bundle)  # params.yaml's target: section
     if from_target is not None and (bundle is None or from_ is not None):
         raise CakdError("--from-target RESULTS needs --bundle DIR (the bundle it was timed from) and no --from")
     if bundle is not None and from_target is None:

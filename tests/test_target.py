@@ -146,3 +146,17 @@ def test_a_bundle_of_other_settings_and_a_runtime_the_runner_cannot_time_are_ref
     assert not (project / "b2").exists()
     code, err = run_cakd_here(["shortlist", "--from-target", "results.json"], project, capsys, monkeypatch)
     assert code == 2 and "needs --bundle DIR" in err
+
+
+@pytest.mark.slow
+def test_params_target_section_makes_the_plain_command_rank_from_the_target(
+        project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the DVC stage runs (`cakd shortlist` with no flags) ranks from target.shortlist when params.yaml names
+    it; target.shortlist without target.bundle is one line."""
+    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json", "-S", f"target.bundle={BUNDLE}"],
+                              project, capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads((project / "reports/shortlist.json").read_text())
+    assert report["measured_on"] == "target" and report["target"]["results"] == "results.json"
+    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json"], project, capsys, monkeypatch)
+    assert code == 2 and "target.shortlist needs target.bundle" in err

@@ -347,6 +347,21 @@ class MachineParams(Section):
 
 
 
+class TargetParams(Section):
+    """Figures measured on the deployment target by the bundles' ``run.py`` (see docs/TARGET.md): when named, the
+    shortlist ranks and the bench picks from them; when not, both measure on this machine."""
+
+    shortlist: str | None = None  # results of `python run.py --bench --out FILE` in a `cakd shortlist --bundle` folder
+    bundle: str | None = None  # that bundle's folder (its manifest's hashes check the results)
+    bench: list[str] = Field(default_factory=list)  # export bundles' `run.py --bench --accuracy DIR --out FILE`
+
+    @model_validator(mode="after")
+    def _bundle_named(self) -> TargetParams:
+        if self.shortlist is not None and self.bundle is None:
+            raise ValueError("target.shortlist needs target.bundle: the folder its results were timed from")
+        return self
+
+
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
 RESERVED_LABELS = {"teacher"}  # artifacts/export/teacher is the teacher's export
 
@@ -442,6 +457,7 @@ class Params(Section):
     bench: BenchParams = Field(default_factory=BenchParams)
     machine: MachineParams = Field(default_factory=MachineParams)
     shortlist: ShortlistParams = Field(default_factory=ShortlistParams)
+    target: TargetParams = Field(default_factory=TargetParams)
 
     @field_validator("students")
     @classmethod
