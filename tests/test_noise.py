@@ -11,6 +11,7 @@ import pytest
 from cakd.export.decide.noise import Line, budget_line, reference_spread, spread, standing
 from cakd.export.decide.picks import pick_for
 from cakd.export.decide.profile import Profiled, judge, rank
+from cakd.export.decide.train_cost import over_budget, recipe_minutes
 from cakd.export.measure.rows import BenchRow
 from cakd.pipeline.models import ModelSpec
 
@@ -88,3 +89,15 @@ def test_the_deploy_pick_takes_a_clear_pass_before_a_more_accurate_borderline_on
     only_edge = pick_for(rows[:2], "onnxruntime", None, 1.0, min_speedup=2.0)
     assert only_edge.model == "edge" and "borderline: the line 2.000-4.000 ms lies inside" in only_edge.rule
     assert pick_for(rows, "onnxruntime", 3.0, 1.0).model == "safe"  # an exact budget: the candidate's own spread
+
+
+def test_training_cost_keeps_a_candidate_that_would_not_train_in_time_out_of_the_ranking() -> None:
+    assert recipe_minutes(0.5, 0.2, train_images=1000, batch_size=64, epochs=10) == pytest.approx(16 * 10 * 1.2 / 60)
+    assert over_budget(None, 5.0) is None and over_budget(9.0, None) is None and over_budget(4.0, 5.0) is None
+    teacher = row("teacher", 4.0, 3.9, 4.1)
+    slow_to_train, quick = item("heavy", "resnet", 0.9, 1.0, 0.95, 1.05), item("light", "vit", 0.1, 1.0, 0.95, 1.05)
+    slow_to_train.train_min, quick.train_min = 16.0, 2.0
+    verdicts = [judge(i, teacher, budget_ms=None, min_speedup=2.0, train_budget_min=15.0)
+                for i in (slow_to_train, quick)]
+    assert verdicts[0].reason == "training ~16.0 min > train_budget_min 15" and not verdicts[0].within_budget
+    assert [v.name for v in rank(verdicts)] == ["light"]

@@ -16,7 +16,10 @@ import pytest
 import yaml
 
 from cakd.export.decide.noise import budget_line, standing
+from cakd.export.decide.target import profiled, read_manifest, read_results
 from cakd.export.measure.rows import BenchRow
+from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.stages import shortlist
 from tests.conftest import run_cakd, run_cakd_here
 from tests.minimal_env import clean_env, installed, minimal_env
 from tests.test_bundle import ORT_ENV
@@ -89,6 +92,8 @@ def test_the_target_times_the_bundle_and_its_figures_make_the_shortlist(project:
     assert report["ranking"] == expected and len(expected) >= 2
     students = yaml.safe_load((project / "params.yaml").read_text())["students"]
     assert list(students) == expected[:2]
+    minutes = {name: entry["train_min"] for name, entry in report["candidates"].items()}
+    assert all(m > 0 for m in minutes.values()) and max(minutes, key=minutes.get) == "big"  # resnet18: 100x FLOPs
     assert "measured on the target" in proc.stderr
 
 
@@ -160,3 +165,21 @@ def test_params_target_section_makes_the_plain_command_rank_from_the_target(
     assert report["measured_on"] == "target" and report["target"]["results"] == "results.json"
     code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json"], project, capsys, monkeypatch)
     assert code == 2 and "target.shortlist needs target.bundle" in err
+
+
+@pytest.mark.slow
+def test_train_budget_keeps_the_slowest_to_train_out_of_the_top_k(project: Path) -> None:
+    """The estimates measured when the bundle was made (training happens here), ranked with a budget between the
+    two slowest-to-train candidates that fit the latency budget: the slowest leaves the ranking, with its reason."""
+    manifest, sha = read_manifest(project / BUNDLE)
+    rows, _ = read_results(project / "results.json", manifest, sha)
+    minutes = {n: m["train_min"] for n, m in manifest["models"].items() if m["role"] == "candidate"}
+    fits = ["mlp", "vit", "cnn"]  # within the 2 ms latency budget
+    slowest = max(fits, key=minutes.get)
+    budget = (minutes[slowest] + max(minutes[n] for n in fits if n != slowest)) / 2
+    params = load_params(project / "params.yaml", [f"shortlist.train_budget_min={budget}"])
+    result = shortlist.report(params, profiled(manifest, rows, manifest["settings"]["num_classes"]),
+                              manifest["settings"])
+    assert slowest not in result["ranking"] and sorted(result["ranking"]) == sorted(set(fits) - {slowest})
+    assert result["candidates"][slowest]["reason"] == (f"training ~{minutes[slowest]:.1f} min > train_budget_min "
+                                                       f"{budget:g}")

@@ -42,6 +42,7 @@ from ..measure.bench_inputs import int8_activations
 from ..measure.rows import BenchRow
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
 from .noise import budget_line, standing
+from .train_cost import over_budget
 
 MADE_UNTRAINED: tuple[Artefact, ...] = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt")
 TEACHER = "teacher"
@@ -73,6 +74,7 @@ class Profiled:
     path: Path | None = None
     error: str | None = None
     row: BenchRow | None = None
+    train_min: float | None = None  # the default recipe's estimated training time here (``train_cost``)
 
 
 def target_artefact(target: Target) -> Artefact:
@@ -224,8 +226,10 @@ class Verdict:
     rank: int | None = None
 
 
-def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedup: float | None) -> Verdict:
-    """Within budget, or the reason why not (measured numbers in the reason)."""
+def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedup: float | None,
+          train_budget_min: float | None = None) -> Verdict:
+    """Within budget, or the reason why not (measured numbers in the reason); a candidate that would not train
+    within ``train_budget_min`` is out whatever its latency."""
     row = item.row
     verdict = Verdict(item.name, item.family, item.spec.name, dict(item.spec.kwargs), row, None, False, row.reason)
     if row.p50_ms is None:
@@ -237,8 +241,10 @@ def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedu
         why.append(f"p50 {row.p50_ms:.3f} ms > budget {budget_ms:g} ms")
     if min_speedup is not None and verdict.speedup < min_speedup:
         why.append(f"{verdict.speedup:.2f}x the teacher's speed < {min_speedup:g}x")
+    training = over_budget(item.train_min, train_budget_min)
+    why += [training] if training else []
     verdict.within_budget, verdict.reason = not why, "; ".join(why) or None
-    verdict.borderline = standing(row, budget_line(budget_ms, teacher, min_speedup)) == "borderline"
+    verdict.borderline = not training and standing(row, budget_line(budget_ms, teacher, min_speedup)) == "borderline"
     return verdict
 
 

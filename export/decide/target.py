@@ -48,7 +48,8 @@ def write_bundle(folder: Path, items: list[Profiled], settings: dict, key: str) 
         for item in items:
             entry = {"role": "teacher" if item.name == TEACHER else "candidate", "family": item.family,
                      "model": item.spec.name, "kwargs": dict(item.spec.kwargs), "params_m": item.params / 1e6,
-                     "gflops": item.gflops, "file": None, "sha256": None, "error": item.error}
+                     "gflops": item.gflops, "train_min": item.train_min, "file": None, "sha256": None,
+                     "error": item.error}
             if item.error is None:
                 entry["file"] = f"models/{item.name}{''.join(item.path.suffixes)}"
                 shutil.copyfile(item.path, tmp / entry["file"])
@@ -102,7 +103,8 @@ def profiled(manifest: dict, rows: dict[str, BenchRow], num_classes: int) -> lis
     s, items = manifest["settings"], []
     for name, m in sorted(manifest["models"].items(), key=lambda kv: kv[0] != TEACHER):
         spec = ModelSpec(m["model"], num_classes, s["img_size"], manifest["input"][0], dict(m["kwargs"]))
-        item = Profiled(name, spec, m["family"], None, round(m["params_m"] * 1e6), m["gflops"], error=m["error"])
+        item = Profiled(name, spec, m["family"], None, round(m["params_m"] * 1e6), m["gflops"], error=m["error"],
+                        train_min=m["train_min"])  # training happens here: its estimate is this machine's
         row = rows.get(name) or BenchRow(model=name, runtime=s["runtime"], precision=s["precision"],
                                          artefact=s["artefact"], batch_size=s["batch_size"], status="failed",
                                          reason=m["error"])

@@ -426,6 +426,7 @@ class ShortlistParams(Section):
     budget_ms: float | None = Field(None, gt=0)  # p50 at batch_size on runtime must be <= this
     min_speedup: float | None = Field(2.0, gt=0)  # and/or at least this many times faster than the teacher
     top_k: int = Field(2, ge=1)  # how many ranked candidates the report calls the shortlist
+    train_budget_min: float | None = Field(None, gt=0)  # estimated baseline + distillation minutes must be <= this
     calib_images: int = Field(16, ge=1)  # the FP32 parity check's images and INT8's calibration (no accuracy gate)
     jobs: int = Field(1, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
     candidates: dict[str, CandidateParams] = Field(default_factory=default_candidates)

@@ -35,6 +35,7 @@ from ...export.decide.profile import (
 )
 from ...export.decide.report import write_shortlist_plot
 from ...export.decide.target import check_runtime, profiled, read_manifest, read_results, write_bundle
+from ...export.decide.train_cost import forward_seconds, recipe_minutes, step_seconds
 from ...export.measure.bench import Timing, pinned_threads
 from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import Settings
@@ -57,7 +58,8 @@ def settings_key(params: Params) -> str:
     return fingerprint(params.shortlist.model_dump(mode="json", exclude={"jobs"}), params.teacher.model,
                        params.teacher.kwargs, params.data.model_dump(mode="json", include=DATA_KEYS),
                        params.bench.model_dump(mode="json", include=TIMING_KEYS),
-                       params.export.model_dump(mode="json", include=EXPORT_KEYS))
+                       params.export.model_dump(mode="json", include=EXPORT_KEYS), params.train.batch_size,
+                       recipe_epochs(params))
 
 
 def _networks(params: Params, num_classes: int) -> list[Profiled]:
@@ -79,11 +81,29 @@ def _setup(params: Params, manifest: Path) -> tuple[list[Profiled], torch.Tensor
         train_ds, _ = build_datasets(params.data, dataset, params.seed, train_augment=False)
         images = spread_sample(train_ds, cfg.calib_images)  # parity images, and INT8's calibration images
     items = _networks(params, dataset["num_classes"])
+    with profiling.phase("train-step"):
+        estimate_training(params, items, len(train_ds), dataset["num_classes"])
     timed = {"runtime": cfg.runtime, "precision": cfg.precision, "artefact": artefact, "batch_size": cfg.batch_size,
              "budget_ms": cfg.budget_ms, "min_speedup": cfg.min_speedup, "top_k": cfg.top_k,
              "img_size": params.data.img_size, "num_classes": dataset["num_classes"], "calib_images": len(images),
              "warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds, "threads": bench.threads}
     return items, images, timed
+
+
+def recipe_epochs(params: Params) -> int:
+    """Epochs of a shortlisted student's baseline and distillation under the default recipe."""
+    return params.distill.epochs or params.train.epochs
+
+
+def estimate_training(params: Params, items: list[Profiled], train_images: int, num_classes: int) -> None:
+    """Each candidate's ``train_min``: one timed training step at the data's size and the training batch size."""
+    spec = items[0].spec
+    images = torch.randn(min(params.train.batch_size, train_images), spec.in_chans, spec.img_size, spec.img_size)
+    with pinned_threads(params.bench.threads):
+        teacher_s = forward_seconds(items[0].net, images)
+        for item in items[1:]:
+            item.train_min = recipe_minutes(step_seconds(item.net, images, num_classes), teacher_s, train_images,
+                                            params.train.batch_size, recipe_epochs(params))
 
 
 def _progress(started: float) -> Callable[[str], None]:
@@ -125,12 +145,14 @@ def report(params: Params, items: list[Profiled], timed: dict) -> dict:
     """The shortlist as JSON: the teacher's row, every candidate with its verdict and rank, the ranking."""
     cfg = params.shortlist
     teacher, candidates = items[0], items[1:]
-    verdicts = [judge(item, teacher.row, cfg.budget_ms, cfg.min_speedup) for item in candidates]
+    verdicts = [judge(item, teacher.row, cfg.budget_ms, cfg.min_speedup, cfg.train_budget_min)
+                for item in candidates]
+    minutes = {item.name: item.train_min for item in candidates}
     ranking = [v.name for v in rank(verdicts)]
     line = budget_line(cfg.budget_ms, teacher.row, cfg.min_speedup) if teacher.row.p50_ms is not None else None
     entries = {v.name: {"family": v.family, "model": v.model, "kwargs": v.kwargs, "rank": v.rank,
                         "within_budget": v.within_budget, "borderline": v.borderline, "speedup": v.speedup,
-                        "reason": v.reason, "row": v.row.to_dict()} for v in verdicts}
+                        "reason": v.reason, "train_min": minutes[v.name], "row": v.row.to_dict()} for v in verdicts}
     return {"settings": timed, "key": settings_key(params), "rule": RULE,
             "teacher": {"family": teacher.family, "model": teacher.spec.name, "kwargs": dict(teacher.spec.kwargs),
                         "row": teacher.row.to_dict()},
@@ -180,17 +202,19 @@ def print_shortlist(result: dict) -> None:
                                f"threads, {s['rounds']} interleaved rounds x {s['runs']} calls; budget: "
                                f"{_budget_text(s)}"))
     for name in ("rank", "candidate", "family", "architecture (timm name, kwargs)", "params M", "GFLOPs",
-                 "p50 ms [round p50s]", "speed-up", "within budget"):
-        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up") else "left",
+                 "p50 ms [round p50s]", "speed-up", "train min", "within budget"):
+        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up", "train min")
+                         else "left",
                          no_wrap=name.startswith(("p50", "candidate")))
     teacher = result["teacher"]
     table.add_row("-", "teacher", teacher["family"], escape(_architecture(teacher["model"], teacher["kwargs"])),
                   f"{teacher['row']['params_m']:.2f}", f"{teacher['row']['gflops']:.4f}", _ms(teacher["row"]),
-                  "1.00x", "(reference)")
+                  "1.00x", "-", "(reference)")
     for name, e in _listed(result):
         table.add_row(str(e["rank"] or "-"), escape(name), e["family"], escape(_architecture(e["model"], e["kwargs"])),
                       f"{e['row']['params_m']:.2f}", f"{e['row']['gflops']:.4f}", _ms(e["row"]),
-                      "-" if e["speedup"] is None else f"{e['speedup']:.2f}x", _verdict(e))
+                      "-" if e["speedup"] is None else f"{e['speedup']:.2f}x",
+                      "-" if e.get("train_min") is None else f"~{e['train_min']:.1f}", _verdict(e))
     console.print(table)
     if result.get("measured_on") == "target":
         t = result["target"]
