@@ -35,17 +35,18 @@ class Bundle:
     triton: bool = False  # a Triton model repository too (export.triton)
 
     @classmethod
-    def of(cls, params: Params, manifest: Path, label: str, trt: bool = False) -> Bundle:
+    def of(cls, params: Params, manifest: Path, label: str, trt: bool = False, teacher_run: bool = False) -> Bundle:
         """From params.yaml and the manifest; ``label`` names the model (its export folder's name); ``trt``:
         TensorRT is a target (``--format trt`` or in deploy.runtimes), so each TensorRT artefact gets its build
-        script."""
+        script; ``teacher_run``: the checkpoint is the teacher itself (trained with cross-entropy, no teacher)."""
         interpolation()  # a resize Pillow cannot reproduce: refused before anything is made
         data = load_manifest(manifest)
         bench = params.bench
         origin = Origin(classes=[str(c) for c in data["classes"]], mean=list(data["mean"]), std=list(data["std"]),
                         img_size=int(data["img_size"]), data=str(data["source"]),
-                        content_hash=data.get("content_hash"), student=label, teacher=params.teacher.model,
-                        method=params.distill.method, batch_sizes=list(bench.batch_sizes),
+                        content_hash=data.get("content_hash"), student=label,
+                        teacher=None if teacher_run else params.teacher.model,
+                        method="ce" if teacher_run else params.distill.method, batch_sizes=list(bench.batch_sizes),
                         bench={"warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds})
         trt = trt or "tensorrt" in params.deploy.runtimes
         return cls(origin, params.export, params.export.golden_images, params.export.trt if trt else None,
