@@ -72,9 +72,9 @@ def check(python: Path, folder: Path, kind: str, runtime: str, data: Path, names
               "self_test": (test.stdout + test.stderr).strip(), "accuracy_exit": scored.returncode}
     if scored.returncode == 0:
         got = json.loads(out.read_text())
-        ours = [classes.index(got["accuracy"]["predictions"][n]) for n in names]
+        ours = [classes.index(got["accuracy"][kind]["predictions"][n]) for n in names]
         rows = got["rows"]
-        result.update(images=len(names), top1=got["accuracy"]["top1"],
+        result.update(images=len(names), top1=got["accuracy"][kind]["top1"],
                       same_top1_per_image_as_bench=sum(a == b for a, b in zip(ours, expected, strict=True)),
                       rows_valid=all(set(r) == set(COLUMNS) and BenchRow.from_dict(r).p50_ms > 0 for r in rows),
                       p50_ms={r["batch_size"]: round(r["p50_ms"], 3) for r in rows}, system=got["system"])
