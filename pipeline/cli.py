@@ -161,6 +161,8 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            teacher: Annotated[Path | None, typer.Option(help="supervises quantisation-aware training with "
                                                          "qat.supervisor: teacher (else the FP32 model itself)")]
            = None,
+           triton: Annotated[bool, typer.Option("--triton", help="also a Triton model repository in the bundle "
+                                                "(export.triton)")] = False,
            qat_dir: Annotated[Path | None, typer.Option(help="quantisation-aware training's resumable state "
                                                          "(default: artifacts/students/NAME/qat, or qat/ next to "
                                                          "--checkpoint)")] = None) -> None:
@@ -168,7 +170,8 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     quantisation-aware INT8 when qat.mode asks for it), gated."""
     from .stages import export as stage
 
-    overrides = list(set_ or []) + (["export.strict=true"] if strict else [])
+    overrides = list(set_ or []) + (["export.strict=true"] if strict else []) + (["export.triton=true"] if triton
+                                                                                  else [])
     if precision:
         overrides.append(f"deploy.precisions=[{','.join(precision)}]")
     cfg = _params(params, overrides)

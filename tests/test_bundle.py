@@ -179,15 +179,17 @@ def test_a_target_with_only_a_runtime_self_tests_benches_and_scores(
         probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, env=clean_env())
         assert probe.returncode != 0, f"{module} is importable in the minimal environment"
     data = Path(params.data.root) / "val"
+    checked = call(python, folder, "--self-test", "--artefact", "all", "--runtime", env)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.split("\n")[:2] == [f"self-test passed: {f} on {env}" for f in ("model.onnx",
+                                                                                          "model.int8.onnx")]
     for kind in ("onnx", "onnx-int8"):
-        checked = call(python, folder, "--self-test", "--artefact", kind, "--runtime", env)
-        assert checked.returncode == 0 and "self-test passed" in checked.stdout, checked.stderr
         out = tmp_path / f"{kind}.json"
         scored = call(python, folder, "--accuracy", str(data), "--bench", "--artefact", kind, "--out", str(out))
         assert scored.returncode == 0, scored.stderr
         result = json.loads(out.read_text())
-        files = sorted(result["accuracy"]["predictions"])
-        ours = [CLASSES.index(result["accuracy"]["predictions"][f]) for f in files]
+        files = sorted(result["accuracy"][kind]["predictions"])
+        ours = [CLASSES.index(result["accuracy"][kind]["predictions"][f]) for f in files]
         assert ours == _bench_predictions(params, manifest, folder, env, kind)
         assert [r["batch_size"] for r in result["rows"]] == [1, 4]
         for row in result["rows"]:

@@ -49,13 +49,14 @@ def test_profile_spans_the_requested_batch_sizes() -> None:
 
 
 def stand_in_tools(folder: Path) -> dict[str, str]:
-    """nvidia-smi and trtexec stand-ins on PATH: trtexec checks that the ONNX file exists and records its
-    arguments, as the real one would fail on a missing file."""
+    """nvidia-smi and trtexec stand-ins on PATH: trtexec checks that the ONNX file exists (the real one fails on a
+    missing file), records its arguments and writes an (empty) engine."""
     folder.mkdir()
     (folder / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA Test GPU 80GB'\n")
     (folder / "trtexec").write_text(
         '#!/bin/sh\n[ "$1" = --help ] && { echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300]"; exit 0; }\n'
-        'for a in "$@"; do case "$a" in --onnx=*) test -f "${a#--onnx=}" || exit 9;; esac; done\n'
+        'for a in "$@"; do case "$a" in --onnx=*) test -f "${a#--onnx=}" || exit 9;; '
+        '--saveEngine=*) touch "${a#--saveEngine=}";; esac; done\n'
         'echo "$@" > args.txt\n')
     for tool in ("nvidia-smi", "trtexec"):
         (folder / tool).chmod(0o755)
@@ -146,3 +147,36 @@ def test_build_engine_quotes_paths_for_the_shell(tmp_path: Path) -> None:
     with pytest.raises(CakdError):
         build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", "fp32", [1], 64, 32)
     assert (tmp_path / "m.trtexec.sh").is_file() and not (tmp_path / "m.engine").exists()
+
+
+@without_tensorrt
+def test_triton_repository_declares_what_the_files_take_and_builds_plans_on_the_target(
+        project: tuple[Params, Path, Path], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    params, checkpoint, manifest = project
+    tree = params.model_dump()
+    tree["export"]["triton"] = True
+    out = tmp_path / "export"
+    report = export.run(Params.model_validate(tree), checkpoint, manifest, out, "trt", ["fp32"])
+
+    models = report["bundle"]["triton"]["models"]
+    assert models == ["export_onnx_onnxruntime", "export_onnx-fp16_onnxruntime", "export_onnx_tensorrt",
+                      "export_onnx-fp16_tensorrt"]
+    repo = out / "triton"
+    for name in models[:2]:
+        text = (repo / name / "config.pbtxt").read_text()
+        session = ort.InferenceSession(str(repo / name / "1/model.onnx"))
+        inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+        assert f'name: "{inp.name}"' in text and f"dims: [ {', '.join(map(str, inp.shape[1:]))} ]" in text
+        assert f'name: "{outp.name}"' in text and f"dims: [ {outp.shape[1]} ]" in text
+        assert 'backend: "onnxruntime"' in text and f"max_batch_size: {max(params.bench.batch_sizes)}" in text
+        assert (repo / name / "labels.txt").read_text().split() == report["bundle"]["classes"]
+    plan = (repo / models[3] / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in plan and "max_batch_size: 32" in plan
+    assert "preferred_batch_size: [ 1, 8, 32 ]" in plan and "kind: KIND_GPU" in plan
+
+    subprocess.run([str(repo / "build_plans.sh")], cwd=tmp_path, check=True, env=stand_in_tools(tmp_path / "bin"),
+                   capture_output=True)
+    for name in models[2:]:
+        assert (repo / name / "1/model.plan.json").is_file()

@@ -27,13 +27,13 @@ def test_target_rows_make_their_own_deploy_line_and_a_wrong_answer_is_never_pick
     assert proc.returncode == 0, proc.stderr
     results = json.loads(good.read_text())
     bad = tmp_path / "edge2.json"  # the same file answering worse on a second target
-    bad.write_text(json.dumps({**results, "accuracy": {**results["accuracy"], "top1": 0.0}}))
+    bad.write_text(json.dumps({**results, "accuracy": {"onnx": {**results["accuracy"]["onnx"], "top1": 0.0}}}))
     result = bench.run(params, [f"student={folder}"], tmp_path / "bench", manifest, [good, bad])
     rows = [BenchRow.from_dict(r) for r in result["rows"]]
     local = next(r for r in rows if (r.runtime, r.artefact, r.batch_size) == ("onnxruntime", "onnx", 1))
     mine = [r for r in rows if r.runtime == "onnxruntime@edge1"]
     assert {r.batch_size for r in mine} == {1, 4} and all(r.status == "ok" for r in mine)
-    assert mine[0].top1 == results["accuracy"]["top1"] == local.top1  # the same file answers alike there
+    assert mine[0].top1 == results["accuracy"]["onnx"]["top1"] == local.top1  # the same file answers alike there
     assert mine[0].p50_ms == results["rows"][0]["p50_ms"] and mine[0].params_m == local.params_m
     assert result["targets"]["edge1"]["system"]["threads"] == 1
     assert result["targets"]["edge1"]["system"] == results["system"]
@@ -53,7 +53,7 @@ ROW = {"model": "student", "runtime": "onnxruntime", "precision": "fp32", "artef
     ({"rows": [{**ROW, "p50_ms": -1.0}]}, "p50_ms is -1.0, not a finite non-negative time"),
     ({"rows": [{**ROW, "p90_ms": "Infinity"}]}, "p90_ms is 'Infinity'"),
     ({"rows": []}, "is not the output of an export bundle"),
-    ({"rows": [ROW], "accuracy": {"top1": 120}}, "is not a percentage"),
+    ({"rows": [ROW], "accuracy": {"onnx": {"top1": 120}}}, "the top-1 of onnx is 120, not a percentage"),
     ({"rows": [{**ROW, "batch_size": "1"}]}, "a row of student is malformed"),
     ({"rows": [{k: v for k, v in ROW.items() if k != "runtime"}]}, "a row of student is malformed"),
 ])

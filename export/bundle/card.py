@@ -24,8 +24,9 @@ def _purpose(doc: dict, test_images: int | None) -> list[str]:
             f"- Data: `{origin['data']}`" + (f", scored on {test_images} test images." if test_images else "."), "",
             "## How it was made", "",
             f"- Model: timm `{doc['model']['timm_name']}` with kwargs `{doc['model']['kwargs']}`.",
-            f"- Teacher `{origin['teacher']}`, distillation method `{origin['method']}`; cakd "
-            f"{origin['cakd_version']}; checkpoint sha256 `{origin['checkpoint_sha256']}`.", ""]
+            (f"- Teacher `{origin['teacher']}`, distillation method `{origin['method']}`" if origin["teacher"]
+             else f"- Trained on the labels (`{origin['method']}`), no teacher: this is the teacher itself")
+            + f"; cakd {origin['cakd_version']}; checkpoint sha256 `{origin['checkpoint_sha256']}`.", ""]
 
 
 def _gates(report: dict) -> list[str]:

@@ -16,6 +16,7 @@ from ...pipeline.settings.params import ExportParams, Params, TRTParams
 from .card import model_card
 from .golden import write_golden
 from .metadata import Origin, bundle_doc, interpolation, stamp_onnx
+from .triton import write_repository
 from .trt_prepare import write_build_scripts
 
 RUNNER = Path(__file__).with_name("run.py")
@@ -31,22 +32,25 @@ class Bundle:
     cfg: ExportParams
     golden_images: int
     trt: TRTParams | None = None  # how to build TensorRT engines on the target (None: TensorRT is not a target)
+    triton: bool = False  # a Triton model repository too (export.triton)
 
     @classmethod
-    def of(cls, params: Params, manifest: Path, label: str, trt: bool = False) -> Bundle:
+    def of(cls, params: Params, manifest: Path, label: str, trt: bool = False, teacher_run: bool = False) -> Bundle:
         """From params.yaml and the manifest; ``label`` names the model (its export folder's name); ``trt``:
         TensorRT is a target (``--format trt`` or in deploy.runtimes), so each TensorRT artefact gets its build
-        script."""
+        script; ``teacher_run``: the checkpoint is the teacher itself (trained with cross-entropy, no teacher)."""
         interpolation()  # a resize Pillow cannot reproduce: refused before anything is made
         data = load_manifest(manifest)
         bench = params.bench
         origin = Origin(classes=[str(c) for c in data["classes"]], mean=list(data["mean"]), std=list(data["std"]),
                         img_size=int(data["img_size"]), data=str(data["source"]),
-                        content_hash=data.get("content_hash"), student=label, teacher=params.teacher.model,
-                        method=params.distill.method, batch_sizes=list(bench.batch_sizes),
+                        content_hash=data.get("content_hash"), student=label,
+                        teacher=None if teacher_run else params.teacher.model,
+                        method="ce" if teacher_run else params.distill.method, batch_sizes=list(bench.batch_sizes),
                         bench={"warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds})
         trt = trt or "tensorrt" in params.deploy.runtimes
-        return cls(origin, params.export, params.export.golden_images, params.export.trt if trt else None)
+        return cls(origin, params.export, params.export.golden_images, params.export.trt if trt else None,
+                   params.export.triton)
 
     def complete(self, folder: Path, report: dict, test_set: Dataset | None) -> None:
         """Stamp every ONNX artefact, write labels.txt, golden/ (when there is a test set) and run.py; the
@@ -60,6 +64,9 @@ class Bundle:
                 doc["tensorrt"] = {"scripts": write_build_scripts(folder, doc["artefacts"], self.trt,
                                                                   self.origin.img_size, doc["input"]["channels"]),
                                    "batch_sizes": self.trt.batch_sizes}
+            if self.triton:
+                doc["triton"] = {"repository": "triton", "models": write_repository(
+                    folder, doc, self.trt.batch_sizes if self.trt is not None else None)}
             write_text(folder / "labels.txt", "".join(f"{name}\n" for name in doc["classes"]))
             if test_set is not None:
                 write_golden(folder, doc, test_set, self.golden_images, self.cfg, self.origin.batch_sizes)

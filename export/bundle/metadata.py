@@ -40,7 +40,7 @@ class Origin:
     data: str  # the dataset source, e.g. digits, imagefolder
     content_hash: str | None
     student: str | None
-    teacher: str
+    teacher: str | None  # None: the export is of the teacher itself
     method: str
     batch_sizes: list[int]
     bench: dict  # warmup, runs, rounds: run.py --bench's defaults, those of cakd bench-latency

@@ -444,7 +444,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", type=Path, help="image files: prints the top-k of each")
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent,
                         help="the export folder (default: this file's folder)")
-    parser.add_argument("--artefact", help="artefact kind (onnx, onnx-int8, ...) or file name (default: onnx)")
+    parser.add_argument("--artefact", help="artefact kind (onnx, onnx-int8, ...), file name, or all (default: onnx)")
     parser.add_argument("--runtime", choices=RUNTIMES, help="default: the first installed one that runs it")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
@@ -515,6 +515,8 @@ def write_out(path: Path, results: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Each asked artefact in turn (``--artefact all``: every one the runtime runs); the first self-test
+    failure sets the exit status, the others still run so one report lists them all."""
     folder = args.bundle
     if args.bench and (folder / TARGET_MANIFEST).is_file() and not (folder / REPORT).is_file():
         results = bench_target(folder, args)
@@ -525,32 +527,45 @@ def run(args: argparse.Namespace) -> int:
             write_out(args.out, results)
         return 0
     bundle = load_bundle(folder)
-    kind, entry = choose_artefact(bundle, folder, args.artefact)
+    names = [args.artefact] if args.artefact != "all" else [
+        k for k, e in bundle["artefacts"].items() if args.runtime is None or args.runtime in e["runtimes"]]
+    results: dict = {"rows": [], "accuracy": {}}
+    status = 0
+    for name in names:
+        status = run_artefact(args, folder, bundle, name, results) or status
+    if args.out is not None and (args.bench or args.accuracy is not None):
+        write_out(args.out, results)
+    return status
+
+
+def run_artefact(args: argparse.Namespace, folder: Path, bundle: dict, name: str, results: dict) -> int:
+    """Self-test, bench, score and/or label images with one artefact; 1 on a self-test mismatch."""
+    kind, entry = choose_artefact(bundle, folder, name)
     runtime = choose_runtime(entry, kind, args.runtime)
     predict = load_runtime(runtime, folder / entry["file"], args.threads)
+    status = 0
     if args.self_test:
         failure = self_test(folder, bundle, kind, runtime, predict)
         if failure is not None:
             print(f"self-test FAILED: {failure}", file=sys.stderr)
-            return 1
-        print(f"self-test passed: {entry['file']} on {runtime}")
-    results: dict = {}
+            status = 1
+        else:
+            print(f"self-test passed: {entry['file']} on {runtime}")
     if args.bench:
         timing = {key: getattr(args, key) if getattr(args, key) is not None else bundle["bench"][key]
                   for key in ("warmup", "runs", "rounds")}
         rows = bench(bundle, kind, runtime, predict, folder / entry["file"], timing)
-        results.update(system=system_info(runtime, args.threads), rows=rows)
+        results["system"] = system_info(runtime, args.threads)
+        results["rows"] += rows
         for row in rows:
             print(f"{entry['file']} on {runtime}, batch {row['batch_size']}: p50 {row['p50_ms']:.3f} ms "
                   f"(rounds {row['p50_round_min_ms']:.3f}-{row['p50_round_max_ms']:.3f}), p90 {row['p90_ms']:.3f} ms")
     if args.accuracy is not None:
-        results["accuracy"] = accuracy(args.accuracy, bundle, predict)
-        print(f"top-1 {results['accuracy']['top1']:.2f}% on {results['accuracy']['images']} images")
+        scored = results["accuracy"][kind] = accuracy(args.accuracy, bundle, predict)
+        print(f"{entry['file']} on {runtime}: top-1 {scored['top1']:.2f}% on {scored['images']} images")
     if args.images:
         print("\n".join(top_k(args.images, bundle, predict, args.top_k)))
-    if args.out is not None and results:
-        write_out(args.out, results)
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(parse_args(argv))
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, IndexError) as err:  # export.json or golden.json edited into another shape
+        print(f"error: the bundle's metadata or golden data is malformed ({type(err).__name__}: {err})",
+              file=sys.stderr)
         return 2
 
 

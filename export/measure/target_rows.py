@@ -74,21 +74,25 @@ def checked_row(raw: object, path: Path) -> BenchRow:
     return BenchRow.from_dict(raw)
 
 
-def read_target(path: Path) -> tuple[str, dict, list[BenchRow], float | None]:
-    """(target name, its system info, its rows, its top-1 or None) from one results file."""
+def read_target(path: Path) -> tuple[str, dict, list[BenchRow], dict[str, float]]:
+    """(target name, its system info, its rows, top-1 per artefact kind where scored) from one results file."""
     results = bounded_json(path, "target results")
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list) or not results["rows"]:
         raise CakdError(f"{path} is not the output of an export bundle's `run.py --bench --out FILE`")
     rows = [checked_row(raw, path) for raw in results["rows"]]
-    accuracy = results.get("accuracy")
-    top1 = accuracy.get("top1") if isinstance(accuracy, dict) else None
-    if top1 is not None and (not isinstance(top1, (int, float)) or not 0 <= top1 <= 100):
-        raise CakdError(f"{path}: accuracy top1 {bounded(repr(top1), 40)} is not a percentage")
+    accuracy = results.get("accuracy") if isinstance(results.get("accuracy"), dict) else {}
+    top1 = {}
+    for kind, scored in accuracy.items():
+        value = scored.get("top1") if isinstance(scored, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+            raise CakdError(f"{path}: the top-1 of {bounded(kind, 40)} is {bounded(repr(value), 40)}, not a "
+                            "percentage")
+        top1[kind] = float(value)
     system = results.get("system") if isinstance(results.get("system"), dict) else {}
     return path.stem, system, rows, top1
 
 
-def merge_target(local: list[BenchRow], name: str, rows: list[BenchRow], top1: float | None,
+def merge_target(local: list[BenchRow], name: str, rows: list[BenchRow], scores: dict[str, float],
                  max_drop: float) -> list[BenchRow]:
     """The target's rows labelled ``RUNTIME@name``, sized from the local rows of the same model, their accuracy
     checked against the local result of the same file on the same runtime (or its reference)."""
@@ -105,7 +109,8 @@ def merge_target(local: list[BenchRow], name: str, rows: list[BenchRow], top1: f
         same = next((r for r in local if r.model == row.model and r.params_m is not None), None)
         if same is not None:
             row.params_m, row.gflops = same.params_m, same.gflops
-        row.top1, row.status, row.reason = top1, "ok", None
+        top1 = row.top1 = scores.get(row.artefact)
+        row.status, row.reason = "ok", None
         ref = measured.get(key) or measured.get(reference_of(key, set(measured)))
         if top1 is not None and ref is not None and ref.top1 - top1 > max_drop:
             row.status, row.reason = "failed", (f"on target {name}: top-1 {top1:.2f}% vs {ref.top1:.2f}% on "

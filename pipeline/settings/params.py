@@ -276,7 +276,8 @@ class ExportParams(Section):
     int8_min_agreement: float = Field(95.0, ge=0, le=100)  # INT8 gate: % of test images where INT8 top-1 = FP32's
     strict: bool = False  # a rejected INT8 stops `cakd export` (non-zero exit) instead of being recorded
     parity_images: int = Field(256, ge=1)
-    golden_images: int = Field(16, ge=1)  # test images in the bundle's golden/ (run.py --self-test), spread over classes
+    golden_images: int = Field(16, ge=1)  # test images in the bundle's golden/ (run.py --self-test)
+    triton: bool = False  # also a Triton model repository in the bundle (triton/)
     trt: TRTParams = Field(default_factory=TRTParams)
 
 

@@ -62,7 +62,7 @@ def _input_of(item: Item) -> tuple[int, int]:
     return spec.in_chans, spec.img_size
 
 
-def read_targets(paths: list[Path]) -> list[tuple[str, dict, list, float | None, Path]]:
+def read_targets(paths: list[Path]) -> list[tuple[str, dict, list, dict, Path]]:
     """Every target's results, checked before anything is timed or removed; two files of one name are refused
     (the name labels the target's rows)."""
     targets = [(*read_target(path), path) for path in paths]
@@ -99,8 +99,8 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
     load_after = load_average()
     warning = load_warning(load_before, load_after, bench.threads)
     runtimes = list(deploy.runtimes)
-    for name, _, target_rows, top1, _ in targets:
-        merged = merge_target(rows, name, target_rows, top1, bench.runtime_max_drop)
+    for name, _, target_rows, scores, _ in targets:
+        merged = merge_target(rows, name, target_rows, scores, bench.runtime_max_drop)
         rows += merged
         runtimes += sorted({r.runtime for r in merged} - set(runtimes))
     chosen = picks(rows, runtimes, bench.budget_ms, bench.pick_tolerance, bench.min_speedup)

@@ -22,6 +22,7 @@ from ...export.make.qat import QatJob, require_modelopt
 from ...export.runtimes import RUNTIMES, Artefact, Precision
 from ...export.runtimes.tensorrt_gpu import build_engine, unavailable
 from ..errors import CakdError
+from ..files import layout
 from ..files.fileio import file_sha256, write_json
 from ..models import load_model
 from ..reporting import profiling
@@ -56,7 +57,8 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
         if may_train or qat_dir is not None:
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when QAT is not needed
         report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat,
-                              Bundle.of(params, manifest, out_dir.name, trt=fmt == "trt"))
+                              Bundle.of(params, manifest, out_dir.name, trt=fmt == "trt",
+                                        teacher_run=checkpoint.resolve() == layout.TEACHER_MODEL.resolve()))
     print_export(report, out_dir)
     if fmt == "trt":
         report["tensorrt"] = _engine(report, out_dir, params)
