@@ -202,10 +202,10 @@ def print_shortlist(result: dict) -> None:
                                f"threads, {s['rounds']} interleaved rounds x {s['runs']} calls; budget: "
                                f"{_budget_text(s)}"))
     for name in ("rank", "candidate", "family", "architecture (timm name, kwargs)", "params M", "GFLOPs",
-                 "p50 ms [round p50s]", "speed-up", "train min", "within budget"):
-        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up", "train min")
+                 "p50 ms [round p50s]", "speed-up", "train", "within budget"):
+        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up", "train")
                          else "left",
-                         no_wrap=name.startswith(("p50", "candidate")))
+                         no_wrap=name.startswith(("p50", "candidate")), max_width=25 if name[:4] == "arch" else None)
     teacher = result["teacher"]
     table.add_row("-", "teacher", teacher["family"], escape(_architecture(teacher["model"], teacher["kwargs"])),
                   f"{teacher['row']['params_m']:.2f}", f"{teacher['row']['gflops']:.4f}", _ms(teacher["row"]),
@@ -214,7 +214,7 @@ def print_shortlist(result: dict) -> None:
         table.add_row(str(e["rank"] or "-"), escape(name), e["family"], escape(_architecture(e["model"], e["kwargs"])),
                       f"{e['row']['params_m']:.2f}", f"{e['row']['gflops']:.4f}", _ms(e["row"]),
                       "-" if e["speedup"] is None else f"{e['speedup']:.2f}x",
-                      "-" if e.get("train_min") is None else f"~{e['train_min']:.1f}", _verdict(e))
+                      "-" if e.get("train_min") is None else f"~{e['train_min']:.1f}m", _verdict(e))
     console.print(table)
     if result.get("measured_on") == "target":
         t = result["target"]
