@@ -22,6 +22,7 @@ from cakd.export.measure.rows import COLUMNS, BenchRow
 from cakd.export.runtimes import RUNTIMES, Session, Settings
 from cakd.pipeline.data import build_datasets, load_manifest, prepare_data
 from cakd.pipeline.data.digits import load_digits
+from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model, save_model
 from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import export
@@ -315,3 +316,27 @@ def test_cakd_model_card_writes_beside_the_export_not_in_it(made: tuple[Params, 
     bench.write_text(json.dumps({"rows": []}))
     failed = run_cakd(*args, cwd=tmp_path)
     assert failed.returncode == 2 and failed.stderr.strip().endswith("has no rows of student: bench its export first")
+
+
+def test_an_engine_built_on_another_gpu_or_tensorrt_is_refused(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "model.fp16.onnx"
+    with pytest.raises(runner.BundleError, match=r"no TensorRT engine model.fp16.engine here: run ./model.fp16"):
+        runner.engine_for(onnx_file, "10.3.0", "NVIDIA H100")
+    (tmp_path / "model.fp16.engine").write_bytes(b"plan")
+    (tmp_path / "model.fp16.engine.json").write_text(json.dumps({"gpu": "NVIDIA H100", "tensorrt_version": "10.3.0"}))
+    assert runner.engine_for(onnx_file, "10.3.0.26", "NVIDIA H100")[0] == tmp_path / "model.fp16.engine"
+    for version, gpu in (("10.4.0", "NVIDIA H100"), ("10.3.0", "NVIDIA L4")):
+        with pytest.raises(runner.BundleError, match="was built for NVIDIA H100 with TensorRT 10.3.0, this is"):
+            runner.engine_for(onnx_file, version, gpu)
+
+
+def test_a_resize_pillow_cannot_reproduce_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.transforms import v2
+
+    from cakd.export.bundle import metadata
+
+    assert metadata.interpolation() == "bilinear"  # cakd's eval transform as it is
+    monkeypatch.setattr(metadata, "eval_geometry", lambda size: v2.Compose(
+        [v2.Resize(size, interpolation=v2.InterpolationMode.NEAREST_EXACT), v2.CenterCrop(size)]))
+    with pytest.raises(CakdError, match=r"^cakd's eval resize \(nearest-exact, antialias True\) has no Pillow "):
+        metadata.interpolation()

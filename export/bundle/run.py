@@ -150,18 +150,24 @@ def _tensorrt(path: Path, threads: int | None) -> Predict:
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     out_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
 
+    def cuda(result: tuple) -> object:
+        if int(result[0]) != 0:
+            raise BundleError(f"CUDA call failed: {result[0]}")
+        return result[1] if len(result) > 1 else None
+
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         context.set_input_shape(sidecar["input"], x.shape)
         out = np.empty(tuple(context.get_tensor_shape(out_name)), dtype=np.float32)
-        _, d_in = cudart.cudaMalloc(x.nbytes)
-        _, d_out = cudart.cudaMalloc(out.nbytes)
+        d_in, d_out = cuda(cudart.cudaMalloc(x.nbytes)), cuda(cudart.cudaMalloc(out.nbytes))
         try:
-            cudart.cudaMemcpy(d_in, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+            cuda(cudart.cudaMemcpy(d_in, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
             context.set_tensor_address(sidecar["input"], d_in)
             context.set_tensor_address(out_name, d_out)
-            context.execute_async_v3(0)
-            cudart.cudaMemcpy(out.ctypes.data, d_out, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+            if not context.execute_async_v3(0):  # the default stream: the copies below wait for it
+                raise BundleError(f"TensorRT could not run {engine_path.name}")
+            cuda(cudart.cudaMemcpy(out.ctypes.data, d_out, out.nbytes,
+                                   cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
         finally:
             cudart.cudaFree(d_in)
             cudart.cudaFree(d_out)
