@@ -148,8 +148,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            data: Path = DATA,
            checkpoint: Annotated[Path | None, typer.Option(help="default: the student's distilled model.pt")]
            = None,
-           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME")] = None,
-           format_: Annotated[ExportFormat, typer.Option("--format", help="onnx, or trt (also the TensorRT engine)")]
+           out: Annotated[Path | None, typer.Option(help="default: artifacts/export/NAME (trt: artifacts/trt/NAME)")]
+           = None,
+           format_: Annotated[ExportFormat, typer.Option("--format", help=(
+               "onnx, or trt: also the TensorRT engine (exit 0), or without TensorRT here its build scripts "
+               "for the target (exit 3)"))]
            = ExportFormat.onnx,
            precision: Annotated[list[str] | None, typer.Option(
                "--precision", help="fp32, fp16, int8; repeatable (default: deploy.precisions)")] = None,
@@ -159,6 +162,8 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
            teacher: Annotated[Path | None, typer.Option(help="supervises quantisation-aware training with "
                                                          "qat.supervisor: teacher (else the FP32 model itself)")]
            = None,
+           triton: Annotated[bool, typer.Option("--triton", help="also a Triton model repository in the bundle "
+                                                "(export.triton)")] = False,
            qat_dir: Annotated[Path | None, typer.Option(help="quantisation-aware training's resumable state "
                                                          "(default: artifacts/students/NAME/qat, or qat/ next to "
                                                          "--checkpoint)")] = None) -> None:
@@ -166,7 +171,8 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     quantisation-aware INT8 when qat.mode asks for it), gated."""
     from .stages import export as stage
 
-    overrides = list(set_ or []) + (["export.strict=true"] if strict else [])
+    overrides = list(set_ or []) + (["export.strict=true"] if strict else []) + (["export.triton=true"] if triton
+                                                                                  else [])
     if precision:
         overrides.append(f"deploy.precisions=[{','.join(precision)}]")
     cfg = _params(params, overrides)
@@ -174,9 +180,11 @@ def export(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, s
     if checkpoint is None:
         checkpoint = layout.student_dir(name, "distill") / "model.pt"
         qat_dir = qat_dir or layout.student_dir(name, "qat")
-    check_out_dir(out or layout.export_dir(name))
-    stage.run(cfg, checkpoint, data, out or layout.export_dir(name), format_.value, list(cfg.deploy.precisions),
-              teacher, qat_dir)
+    out = out or layout.export_dir(name, layout.TRT_EXPORTS if format_ is ExportFormat.trt else layout.EXPORTS)
+    check_out_dir(out)
+    report = stage.run(cfg, checkpoint, data, out, format_.value, list(cfg.deploy.precisions), teacher, qat_dir)
+    if report.get("tensorrt", {}).get("status") == "prepared":
+        raise typer.Exit(3)  # exported, engine to build on the target: a release script can tell the two apart
 
 
 @app.command("bench-latency")
@@ -190,7 +198,11 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
                   out: Path = layout.BENCH_DIR,
                   budget_ms: Annotated[float | None, typer.Option(help="per runtime, pick the most accurate "
                                                                   "artefact whose batch-1 p50 fits (bench.budget_ms)")]
-                  = None
+                  = None,
+                  target_results: Annotated[list[Path] | None, typer.Option(
+                      "--target-results", metavar="FILE", help="an export bundle's `run.py --bench --accuracy DIR "
+                      "--out FILE` from a target (named by FILE's name): its rows join the bench and get their own "
+                      "picks")] = None
                   ) -> None:
     """Latency (p50/p90/p99), throughput, size and accuracy of several models on every runtime; what to deploy."""
     from .stages import bench as stage
@@ -199,7 +211,7 @@ def bench_latency(models: Annotated[list[str] | None, typer.Argument(
     cfg = _params(params, overrides)
     pipeline_exports = [f"{name}={layout.export_dir(name)}" for name in (layout.TEACHER, *cfg.students)]
     check_out_dir(out)
-    stage.run(cfg, models or pipeline_exports, out, data)
+    stage.run(cfg, models or pipeline_exports, out, data, target_results or [Path(p) for p in cfg.target.bench])
 
 
 @app.command()
@@ -212,15 +224,31 @@ def shortlist(params: ParamsOption = Path("params.yaml"), set_: SetOption = None
               = None,
               from_: Annotated[Path | None, typer.Option("--from", help="a shortlist JSON measured before (e.g. by "
                                                          "dvc repro shortlist): print and apply it, measure nothing")]
-              = None) -> None:
+              = None,
+              bundle: Annotated[Path | None, typer.Option("--bundle", metavar="DIR", help="write the candidates and "
+                                                          "the teacher, untrained, with run.py, to DIR to time on the "
+                                                          "target (python run.py --bench --out results.json)")]
+              = None,
+              from_target: Annotated[Path | None, typer.Option("--from-target", metavar="RESULTS", help="rank from "
+                                                               "the results run.py measured on the target from "
+                                                               "--bundle DIR's bundle")] = None) -> None:
     """Time untrained candidate students on the target runtime against a latency budget; rank them; --apply K."""
     from .stages import shortlist as stage
 
     known = known_names()
     cfg = load_params(params, set_ or [], known)
+    if cfg.target.shortlist is not None and bundle is None and from_target is None and from_ is None:
+        from_target, bundle = Path(cfg.target.shortlist), Path(cfg.target.bundle)  # params.yaml's target: section
+    if from_target is not None and (bundle is None or from_ is not None):
+        raise CakdError("--from-target RESULTS needs --bundle DIR (the bundle it was timed from) and no --from")
+    if bundle is not None and from_target is None:
+        if apply is not None or from_ is not None:
+            raise CakdError("--bundle DIR only writes the bundle: rank and --apply with --from-target RESULTS")
+        stage.write_target_bundle(cfg, data, bundle)
+        return
     _outputs(out, metrics)
-    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_,
-              known=known)
+    stage.run(cfg, data, out, metrics, params, apply=apply, from_report=from_, known=known,
+              target=None if from_target is None else (from_target, bundle))
 
 
 @app.command()
@@ -236,6 +264,20 @@ def summary(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
     students = {name: student.model for name, student in load_params(params, set_ or []).students.items()}
     _outputs(out.parent, out)
     stage.run(students, reports, exports, bench, out)
+
+
+@app.command("model-card")
+def model_card(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, student: StudentOption = None,
+               data: Path = DATA,
+               export_dir: Annotated[Path | None, typer.Option("--export", help="default: artifacts/export/NAME")]
+               = None,
+               bench: Path = layout.BENCH_JSON,
+               out: Annotated[Path | None, typer.Option(help="default: reports/cards/NAME.md")] = None) -> None:
+    """MODEL_CARD.md of a student's export with the bench's accuracy and latency per runtime (after the bench)."""
+    from .stages import card as stage
+
+    name = _params(params, list(set_ or [])).student(student).name
+    stage.run(export_dir or layout.export_dir(name), bench, data, out or layout.REPORTS / "cards" / f"{name}.md")
 
 
 def main() -> None:

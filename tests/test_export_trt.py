@@ -17,6 +17,7 @@ from cakd.pipeline.errors import CakdError
 from cakd.pipeline.models import ModelSpec, create_model, save_model
 from cakd.pipeline.settings.params import Params
 from cakd.pipeline.stages import export
+from tests.conftest import run_cakd, write_params
 
 without_tensorrt = pytest.mark.skipif(
     tensorrt_unavailable() is None, reason="TensorRT and a CUDA GPU are present: the fallback path does not apply")
@@ -47,39 +48,50 @@ def test_profile_spans_the_requested_batch_sizes() -> None:
     assert profile_shapes([4], 224, in_chans=1)["opt"] == [4, 1, 224, 224]
 
 
+def stand_in_tools(folder: Path) -> dict[str, str]:
+    """nvidia-smi and trtexec stand-ins on PATH: trtexec checks that the ONNX file exists (the real one fails on a
+    missing file), records its arguments and writes an (empty) engine."""
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA Test GPU 80GB'\n")
+    (folder / "trtexec").write_text(
+        '#!/bin/sh\n[ "$1" = --help ] && { echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300]"; exit 0; }\n'
+        'for a in "$@"; do case "$a" in --onnx=*) test -f "${a#--onnx=}" || exit 9;; '
+        '--saveEngine=*) touch "${a#--saveEngine=}";; esac; done\n'
+        'echo "$@" > args.txt\n')
+    for tool in ("nvidia-smi", "trtexec"):
+        (folder / tool).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:/usr/bin:/bin"}
+
+
 @without_tensorrt
-def test_trt_export_without_tensorrt_fails_clearly_and_writes_trtexec(project: tuple[Params, Path, Path],
-                                                                       tmp_path: Path) -> None:
+def test_trt_export_without_tensorrt_prepares_every_engine_for_the_target(project: tuple[Params, Path, Path],
+                                                                          tmp_path: Path) -> None:
     params, checkpoint, manifest = project
     out = tmp_path / "export"
 
-    with pytest.raises(CakdError) as err:
-        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
+    report = export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
 
+    assert report["tensorrt"] == {"status": "prepared", "reason": tensorrt_unavailable(),
+                                  "script": "model.fp16.trtexec.sh"}
+    assert report["bundle"]["tensorrt"]["scripts"] == ["model.trtexec.sh", "model.fp16.trtexec.sh"]
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["artefacts"]["onnx-fp16"]["status"] == "ok" and saved["tensorrt"]["status"] == "prepared"
+    assert not list(out.glob("*.engine"))
     script = out / "model.fp16.trtexec.sh"
-    message = str(err.value)
-    assert "\n" not in message and message.startswith("cannot build a TensorRT engine here: ")
-    assert tensorrt_unavailable() in message and str(script) in message
-    # the FP16 ONNX the engine is built from was made (and parity-gated) first
-    report = json.loads((out / "export.json").read_text())
-    assert report["artefacts"]["onnx-fp16"]["status"] == "ok" and (out / "model.fp16.onnx").is_file()
-    assert "tensorrt" not in report and not list(out.glob("*.engine"))
-    command = script.read_text().splitlines()[-1]
+    command = next(line for line in script.read_text().splitlines() if line.startswith("trtexec --onnx"))
     assert command == ("trtexec --onnx=model.fp16.onnx --saveEngine=model.fp16.engine --stronglyTyped "
                        "--minShapes=input:1x3x16x16 --optShapes=input:8x3x16x16 --maxShapes=input:32x3x16x16 "
-                       "--memPoolSize=workspace:256M")
+                       '--memPoolSize=workspace:256M --timingCacheFile="$cache"')
     assert os.access(script, os.X_OK)
 
-    # the script runs from any directory and hands trtexec files that exist: a stand-in trtexec on PATH
-    # checks the ONNX path and records its arguments
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "trtexec"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do case "$a" in --onnx=*) test -f "${a#--onnx=}" || exit 9;; '
-                    'esac; done\necho "$@" > args.txt\n')
-    fake.chmod(0o755)
-    subprocess.run([str(script)], cwd=tmp_path, check=True, env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"})
-    assert (out / "args.txt").read_text().split() == command.split()[1:]
+    # the script runs from any directory, names the cache after the GPU and TensorRT version, records both
+    subprocess.run([str(script)], cwd=tmp_path, check=True, env=stand_in_tools(tmp_path / "bin"),
+                   capture_output=True)
+    cache = "timing-cache.NVIDIA_Test_GPU_80GB.trt10.3.0.cache"
+    assert (out / "args.txt").read_text().split() == [*command.split()[1:-1], f"--timingCacheFile={cache}"]
+    sidecar = json.loads((out / "model.fp16.engine.json").read_text())
+    assert sidecar["gpu"] == "NVIDIA Test GPU 80GB" and sidecar["tensorrt_version"] == "10.3.0"
+    assert sidecar["timing_cache"] == cache and sidecar["input_shapes"]["max"] == [32, 3, 16, 16]
 
 
 @without_tensorrt
@@ -87,12 +99,10 @@ def test_a_second_trt_export_reuses_the_onnx_of_the_same_checkpoint(project: tup
                                                                     tmp_path: Path) -> None:
     params, checkpoint, manifest = project
     out = tmp_path / "export"
-    with pytest.raises(CakdError, match="trtexec command is in"):
-        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
+    assert export.run(params, checkpoint, manifest, out, "trt", ["fp32"])["tensorrt"]["status"] == "prepared"
     onnx_mtime = (out / "model.fp16.onnx").stat().st_mtime_ns
 
-    with pytest.raises(CakdError, match="trtexec command is in"):
-        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
+    assert export.run(params, checkpoint, manifest, out, "trt", ["fp32"])["tensorrt"]["status"] == "prepared"
 
     assert (out / "model.fp16.onnx").stat().st_mtime_ns == onnx_mtime  # same checkpoint, same settings: reused
 
@@ -106,14 +116,28 @@ def test_int8_engine_is_built_from_the_symmetric_qdq_onnx(project: tuple[Params,
     params = Params.model_validate(tree)
     out = tmp_path / "export"
 
-    with pytest.raises(CakdError, match="model.int8-trt.trtexec.sh"):
-        export.run(params, checkpoint, manifest, out, "trt", ["fp32"])
+    assert export.run(params, checkpoint, manifest, out, "trt", ["fp32"])["tensorrt"]["script"] == (
+        "model.int8-trt.trtexec.sh")
 
     trt = json.loads((out / "export.json").read_text())["artefacts"]["onnx-int8-trt"]
     assert trt["status"] == "ok" and trt["gate"]["activations"] == "int8" and (out / "model.int8-trt.onnx").is_file()
     assert trt["gate"]["quantize_bias"] is False  # TensorRT has no INT32 DequantizeLinear
     script = (out / "model.int8-trt.trtexec.sh").read_text()
-    assert "--onnx=model.int8-trt.onnx --saveEngine=model.int8.engine" in script
+    assert "--onnx=model.int8-trt.onnx --saveEngine=model.int8-trt.engine" in script
+
+
+@without_tensorrt
+def test_cakd_export_trt_exits_3_and_leaves_dvcs_export_folder_alone(project: tuple[Params, Path, Path],
+                                                                     tmp_path: Path) -> None:
+    params, checkpoint, manifest = project
+    write_params(tmp_path / "params.yaml", params.model_dump(mode="json"))
+    proc = run_cakd("export", "--format", "trt", "--checkpoint", str(checkpoint), "--data", str(manifest),
+                    cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if "TensorRT engine not built here" in line)
+    assert "run ./model.fp16.trtexec.sh there" in line and "--runtime tensorrt --artefact onnx-fp16" in line
+    assert (tmp_path / "artifacts/trt/student/model.fp16.trtexec.sh").is_file()
+    assert not (tmp_path / "artifacts/export").exists()
 
 
 @without_tensorrt
@@ -123,3 +147,36 @@ def test_build_engine_quotes_paths_for_the_shell(tmp_path: Path) -> None:
     with pytest.raises(CakdError):
         build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", "fp32", [1], 64, 32)
     assert (tmp_path / "m.trtexec.sh").is_file() and not (tmp_path / "m.engine").exists()
+
+
+@without_tensorrt
+def test_triton_repository_declares_what_the_files_take_and_builds_plans_on_the_target(
+        project: tuple[Params, Path, Path], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    params, checkpoint, manifest = project
+    tree = params.model_dump()
+    tree["export"]["triton"] = True
+    out = tmp_path / "export"
+    report = export.run(Params.model_validate(tree), checkpoint, manifest, out, "trt", ["fp32"])
+
+    models = report["bundle"]["triton"]["models"]
+    assert models == ["export_onnx_onnxruntime", "export_onnx-fp16_onnxruntime", "export_onnx_tensorrt",
+                      "export_onnx-fp16_tensorrt"]
+    repo = out / "triton"
+    for name in models[:2]:
+        text = (repo / name / "config.pbtxt").read_text()
+        session = ort.InferenceSession(str(repo / name / "1/model.onnx"))
+        inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+        assert f'name: "{inp.name}"' in text and f"dims: [ {', '.join(map(str, inp.shape[1:]))} ]" in text
+        assert f'name: "{outp.name}"' in text and f"dims: [ {outp.shape[1]} ]" in text
+        assert 'backend: "onnxruntime"' in text and f"max_batch_size: {max(params.bench.batch_sizes)}" in text
+        assert (repo / name / "labels.txt").read_text().split() == report["bundle"]["classes"]
+    plan = (repo / models[3] / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in plan and "max_batch_size: 32" in plan
+    assert "preferred_batch_size: [ 1, 8, 32 ]" in plan and "kind: KIND_GPU" in plan
+
+    subprocess.run([str(repo / "build_plans.sh")], cwd=tmp_path, check=True, env=stand_in_tools(tmp_path / "bin"),
+                   capture_output=True)
+    for name in models[2:]:
+        assert (repo / name / "1/model.plan.json").is_file()

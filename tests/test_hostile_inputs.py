@@ -476,7 +476,8 @@ def test_a_killed_re_export_keeps_the_previous_export_and_its_temp_files_go_on_t
                                "fp32"], project, capsys, monkeypatch)  # the next run (FP32 only: quicker)
     assert code == 0, err
     assert not list(tmp_path.glob(f"{TEMP_MARK}*")) and not list(out.rglob(f"{TEMP_MARK}*"))
-    assert set(snapshot(out)) == {"export.json", "model.onnx", "model.pt"}
+    assert set(snapshot(out)) == {"export.json", "model.onnx", "model.pt", "labels.txt", "run.py", "MODEL_CARD.md",
+                                  "golden/golden.json", "golden/images.npz", "golden/logits.npz"}  # the bundle
 
 
 @pytest.mark.slow

@@ -4,13 +4,15 @@ A latency budget (``bench.budget_ms``, ``bench.min_speedup``: the rule is ``budg
 when set, bounds the candidates first. With a budget the pick is the most accurate artefact within it (then the
 faster). Without one it is the fastest artefact within ``bench.pick_tolerance`` top-1 points of the most accurate
 on that runtime (a difference the test set cannot resolve buys no latency). Only rows that were timed, scored
-and passed their accuracy check take part; when nothing qualifies the pick says why.
+and passed their accuracy check take part; when nothing qualifies the pick says why. Within a budget, an
+artefact whose round spread straddles the line is taken only when none passes it clearly (``noise.py``).
 """
 
 from __future__ import annotations
 
 from ..measure.rows import BenchRow, Pick
 from .budget import TEACHER, limit_ms, words
+from .noise import budget_line, standing
 
 
 def reference_batch(rows: list[BenchRow]) -> int:
@@ -20,13 +22,19 @@ def reference_batch(rows: list[BenchRow]) -> int:
 
 def _within_budget(usable: list[BenchRow], budget_ms: float | None, min_speedup: float | None,
                    batch: int) -> tuple[list[BenchRow], str | None, str]:
-    """The rows the budgets allow, why none did (or None), and the budget in words."""
-    teacher = min((r.p50_ms for r in usable if r.model == TEACHER), default=None)
+    """The rows the budgets allow, why none did (or None), and the budget in words. ``noise``'s rule: rows that
+    pass whichever round was right come first; only when there are none, rows whose round spread straddles the
+    line (the teacher's round spread included), said so in the budget's words."""
+    teacher = min((r for r in usable if r.model == TEACHER), key=lambda r: r.p50_ms, default=None)
     if min_speedup is not None and teacher is None:
         return [], f"min_speedup {min_speedup:g} needs the teacher timed on this runtime (label it {TEACHER})", ""
-    budget = words(budget_ms, min_speedup, teacher)
-    limit = limit_ms(budget_ms, min_speedup, teacher)
-    fits = [r for r in usable if r.p50_ms <= limit]
+    teacher_ms = teacher.p50_ms if teacher is not None else None
+    budget = words(budget_ms, min_speedup, teacher_ms)
+    line = budget_line(budget_ms, teacher, min_speedup)
+    within = [r for r in usable if r.p50_ms <= limit_ms(budget_ms, min_speedup, teacher_ms)]
+    fits = [r for r in within if standing(r, line) == "clear"]
+    if within and not fits:
+        fits, budget = within, f"{budget} (borderline: the line {line.text} lies inside their round p50s)"
     why = None if fits else f"nothing runs within {budget} (p50, batch {batch})"
     return fits, why, budget
 

@@ -14,8 +14,9 @@ budget (``budget_ms``, ``min_speedup`` over the untrained teacher: ``budget.py``
 Within budget, one per family first (each family's candidate with the most GFLOPs, then parameters; families in
 the order of that candidate's GFLOPs, descending), then the other candidates by GFLOPs (then parameters),
 descending: more capacity learns more within the same latency, and one per family keeps the top K from being
-K widths of one architecture. Candidates over budget or that failed to export are listed with the reason,
-never dropped.
+K widths of one architecture. The budget line has the teacher's round spread as its uncertainty (``noise``): a
+candidate whose round p50s straddle it is borderline and ranks after every clear pass. Candidates over budget or
+that failed to export are listed with the reason, never dropped.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from ..measure.bench import Timing, count_gflops, failure_line, measure
 from ..measure.rows import BenchRow
 from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from .budget import TEACHER, limit_ms, over_budget
+from .budget import TEACHER, over_budget
+from .noise import budget_line, standing
+from .train_cost import over_train_budget
 
 RULE = ("within budget: p50 <= budget_ms and speed-up over the teacher >= min_speedup; then one per family "
-        "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending")
+        "(its most GFLOPs), families by that candidate's GFLOPs, then the rest by GFLOPs, descending; candidates "
+        "whose round p50s straddle the budget line (the teacher's round spread included) ranked after every clear "
+        "pass, in the same order")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Profiled:
     path: Path | None = None
     error: str | None = None
     row: BenchRow | None = None
+    train_min: float | None = None  # the default recipe's estimated training time here (``train_cost``)
 
 
 def target_artefact(target: Target) -> Artefact:
@@ -191,30 +197,39 @@ class Verdict:
     rank: int | None = None
 
 
-def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedup: float | None) -> Verdict:
-    """Within budget, or the reason why not (measured numbers in the reason)."""
+def judge(item: Profiled, teacher: BenchRow, budget_ms: float | None, min_speedup: float | None,
+          train_budget_min: float | None = None) -> Verdict:
+    """Within budget, or the reason why not (measured numbers in the reason); a candidate that would not train
+    within ``train_budget_min`` is out whatever its latency."""
     row = item.row
     verdict = Verdict(item.name, item.family, item.spec.name, dict(item.spec.kwargs), row, None, False, row.reason)
     if row.p50_ms is None:
         verdict.reason = f"failed: {row.reason}"
         return verdict
     verdict.speedup = teacher.p50_ms / row.p50_ms
-    verdict.reason = over_budget(row.p50_ms, budget_ms, min_speedup, teacher.p50_ms)
+    why = [over_budget(row.p50_ms, budget_ms, min_speedup, teacher.p50_ms),
+           training := over_train_budget(item.train_min, train_budget_min)]
+    verdict.reason = "; ".join(w for w in why if w) or None
     verdict.within_budget = verdict.reason is None
-    limit = limit_ms(budget_ms, min_speedup, teacher.p50_ms)
-    verdict.borderline = limit is not None and row.p50_round_min_ms <= limit <= row.p50_round_max_ms
+    verdict.borderline = not training and standing(row, budget_line(budget_ms, teacher, min_speedup)) == "borderline"
     return verdict
 
 
-def rank(verdicts: list[Verdict]) -> list[Verdict]:
-    """Number the candidates within budget by the module's rule; returns them in rank order."""
-    fits = sorted((v for v in verdicts if v.within_budget),
-                  key=lambda v: (-v.row.gflops, -(v.row.params_m or 0), v.name))
+def _tier(verdicts: list[Verdict]) -> list[Verdict]:
+    """One tier in the module's order: one per family (its most capacity), then the rest by capacity."""
+    fits = sorted(verdicts, key=lambda v: (-v.row.gflops, -(v.row.params_m or 0), v.name))
     leaders = {}
     for v in fits:
         leaders.setdefault(v.family, v)  # fits is sorted by capacity: the first of a family is its largest
     first = {id(v) for v in leaders.values()}
-    ordered = list(leaders.values()) + [v for v in fits if id(v) not in first]
+    return list(leaders.values()) + [v for v in fits if id(v) not in first]
+
+
+def rank(verdicts: list[Verdict]) -> list[Verdict]:
+    """Number the candidates by the module's rule, the clear passes first and the borderline ones (the budget line
+    inside their round spread, either side of it: ``noise``) after them; returns them in rank order."""
+    clear = [v for v in verdicts if v.within_budget and not v.borderline]
+    ordered = _tier(clear) + _tier([v for v in verdicts if v.borderline])
     for position, v in enumerate(ordered, 1):
         v.rank = position
     return ordered

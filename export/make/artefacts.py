@@ -34,6 +34,7 @@ from .int8 import export_int8, gate_int8_file, logits_on, quantize_int8
 from .onnx_export import export_fp16, export_fp32
 
 if TYPE_CHECKING:
+    from ..bundle.make import Bundle
     from .qat import QatJob
 
 POST_TRAINING_INT8 = made_by("int8")
@@ -79,11 +80,12 @@ def make_untrained(net: StagedModel, kind: Artefact, folder: Path, cfg: ExportPa
 
 
 def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
-                 model: StagedModel | None = None, qat: QatJob | None = None) -> dict:
+                 model: StagedModel | None = None, qat: QatJob | None = None, bundle: Bundle | None = None) -> dict:
     """Make ``kinds`` from ``source`` (a cakd checkpoint, or an FP32 ONNX file given by hand) into ``out_dir``
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
     ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
-    quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason)."""
+    quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason);
+    ``bundle`` makes the folder a self-describing, self-testing bundle (export/bundle/)."""
     with atomic_dir(out_dir) as tmp:
         if source.suffix == ".onnx":
             made = _from_onnx(source, tmp, kinds)
@@ -100,6 +102,8 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
         report = {"source": str(source), **made, "settings": export_key(cfg, kinds, qat)}
+        if bundle is not None:
+            bundle.complete(tmp, report, getattr(data.test_loader, "dataset", None))
         write_json(tmp / REPORT, report)
     return report
 

@@ -19,6 +19,7 @@ TEACHER_DIR = ARTIFACTS / "teacher"
 TEACHER_MODEL = TEACHER_DIR / "model.pt"
 TEACHER_REPORT = REPORTS / "teacher.json"
 EXPORTS = ARTIFACTS / "export"
+TRT_EXPORTS = ARTIFACTS / "trt"  # `cakd export --format trt`: a bundle with TensorRT's files, outside DVC's outputs
 BENCH_DIR = ARTIFACTS / "bench"
 BENCH_JSON = BENCH_DIR / "bench.json"
 SUMMARY = REPORTS / "summary.json"

@@ -274,6 +274,8 @@ class ExportParams(Section):
     int8_min_agreement: float = Field(95.0, ge=0, le=100)  # INT8 gate: % of test images where INT8 top-1 = FP32's
     strict: bool = False  # a rejected INT8 stops `cakd export` (non-zero exit) instead of being recorded
     parity_images: int = Field(256, ge=1)
+    golden_images: int = Field(16, ge=1)  # test images in the bundle's golden/ (run.py --self-test)
+    triton: bool = False  # also a Triton model repository in the bundle (triton/)
     trt: TRTParams = Field(default_factory=TRTParams)
 
 
@@ -344,6 +346,21 @@ class MachineParams(Section):
 
 
 
+class TargetParams(Section):
+    """Figures measured on the deployment target by the bundles' ``run.py`` (see docs/TARGET.md): when named, the
+    shortlist ranks and the bench picks from them; when not, both measure on this machine."""
+
+    shortlist: str | None = None  # results of `python run.py --bench --out FILE` in a `cakd shortlist --bundle` folder
+    bundle: str | None = None  # that bundle's folder (its manifest's hashes check the results)
+    bench: list[str] = Field(default_factory=list)  # export bundles' `run.py --bench --accuracy DIR --out FILE`
+
+    @model_validator(mode="after")
+    def _bundle_named(self) -> TargetParams:
+        if self.shortlist is not None and self.bundle is None:
+            raise ValueError("target.shortlist needs target.bundle: the folder its results were timed from")
+        return self
+
+
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
 RESERVED_LABELS = {TEACHER}  # artifacts/export/teacher is the teacher's export
 
@@ -378,6 +395,7 @@ class ShortlistParams(Section):
     budget_ms: float | None = Field(None, gt=0)  # p50 at batch_size on runtime must be <= this
     min_speedup: float | None = Field(2.0, gt=0)  # and/or at least this many times faster than the teacher
     top_k: int = Field(2, ge=1)  # how many ranked candidates the report calls the shortlist
+    train_budget_min: float | None = Field(None, gt=0)  # estimated baseline + distillation minutes must be <= this
     calib_images: int = Field(16, ge=1)  # the FP32 parity check's images and INT8's calibration (no accuracy gate)
     jobs: int = Field(1, ge=1)  # exports at once (processes): a machine setting, hashed nowhere, listed by no stage
     candidates: dict[str, CandidateParams]  # params.yaml's grid is the only one (no second copy in code)
@@ -409,6 +427,7 @@ class Params(Section):
     bench: BenchParams = Field(default_factory=BenchParams)
     machine: MachineParams = Field(default_factory=MachineParams)
     shortlist: ShortlistParams | None = None  # cakd shortlist needs it; no other command reads it
+    target: TargetParams = Field(default_factory=TargetParams)
 
     @field_validator("students")
     @classmethod

@@ -17,9 +17,11 @@ from ...export.make.gate_data import GateData, gate_data
 from ...export.measure.bench import BenchModel, Timing, pinned_threads, run_bench
 from ...export.measure.bench_inputs import Item, folder_name, resolve
 from ...export.measure.sysinfo import load_average, load_warning, system_info
+from ...export.measure.target_rows import merge_target, read_target
 from ...export.onnx_inspect import onnx_artefact, onnx_shape
 from ...export.runtimes import RUNTIMES, Settings
 from ..data import load_manifest
+from ..errors import CakdError
 from ..files.fileio import clean_stale, remove_outputs, temp_beside, write_json
 from ..files.reports import check_sha256
 from ..reporting import profiling
@@ -80,9 +82,22 @@ def _input_of(item: Item) -> tuple[int, int]:
     return spec.in_chans, spec.img_size
 
 
-def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None) -> dict:
+def read_targets(paths: list[Path]) -> list[tuple[str, dict, list, dict, Path]]:
+    """Every target's results, checked before anything is timed or removed; two files of one name are refused
+    (the name labels the target's rows)."""
+    targets = [(*read_target(path), path) for path in paths]
+    names = [t[0] for t in targets]
+    for name in names:
+        if names.count(name) > 1:
+            raise CakdError(f"two --target-results files are named {name}: a target is named by its file's name")
+    return targets
+
+
+def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None = None,
+        target_results: list[Path] | None = None) -> dict:
     profiling.mark_ready()
     bench, deploy = params.bench, params.deploy
+    targets = read_targets(list(target_results or []))
     json_path, csv_path, png_path = out_dir / "bench.json", out_dir / "bench.csv", out_dir / "pareto.png"
     remove_outputs([json_path, csv_path, png_path])
     resolved, notes = resolve(items)
@@ -106,13 +121,19 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
                          num_classes=dataset["num_classes"] if dataset else None, max_drop=bench.runtime_max_drop)
     load_after = load_average()
     warning = load_warning(load_before, load_after, bench.threads)
-    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance, bench.min_speedup)
+    runtimes = list(deploy.runtimes)
+    for name, _, target_rows, scores, _ in targets:
+        merged = merge_target(rows, name, target_rows, scores, bench.runtime_max_drop)
+        rows += merged
+        runtimes += sorted({r.runtime for r in merged} - set(runtimes))
+    chosen = picks(rows, runtimes, bench.budget_ms, bench.pick_tolerance, bench.min_speedup)
     result = {
         "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
                    "load_warning": warning},
         "settings": {**bench.model_dump(mode="json"), **deploy.model_dump(mode="json"),
                      "sessions": {r: RUNTIMES[r].options(settings) for r in deploy.runtimes}},
         "models": [{"label": m.label, "given": list(m.given)} for m in models],
+        "targets": {name: {"results": str(path), "system": system} for name, system, _, _, path in targets},
         "notes": notes + ([warning] if warning else []),
         "rows": [row.to_dict() for row in rows],
         "picks": [pick.to_dict() for pick in chosen],

@@ -1,5 +1,6 @@
 """``cakd export``: every artefact the deployment runtimes consume, gated, in one folder with ``export.json``;
-with ``--format trt`` also the TensorRT engine (or, without a GPU, the trtexec command that builds it).
+with ``--format trt`` (into its own folder, artifacts/trt/NAME, never DVC's artifacts/export/NAME) also the
+TensorRT engine, or, without TensorRT or a GPU, the bundle's build scripts to run on the target.
 
 Quantisation-aware training is a step of this command, not a stage of its own (``qat.mode``): it needs the
 post-training INT8 gate's verdict, and its file goes through the same gate into the same folder. Its
@@ -15,13 +16,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...export.artefacts import FILES
+from ...export.bundle.make import Bundle
 from ...export.exported import REPORT, read_export
 from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_key, export_model
 from ...export.make.gate_data import gate_data
 from ...export.make.qat import QatJob, require_modelopt
 from ...export.runtimes import RUNTIMES, Artefact, Precision
-from ...export.runtimes.tensorrt_gpu import build_engine
+from ...export.runtimes.tensorrt_gpu import build_engine, unavailable
 from ..errors import CakdError
+from ..files import layout
 from ..files.fileio import check_out_dir, file_sha256, write_json
 from ..models import load_model
 from ..reporting import profiling
@@ -57,7 +60,9 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
             check_out_dir(qat.qat_dir, "--qat-dir" if qat_dir is not None else "QAT's folder (qat/ by --checkpoint)")
         if qat_dir is not None:  # a DVC output (dvc.yaml names it) even when QAT is not needed; the default
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # next to --checkpoint is made only by a training run
-        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat,
+                              Bundle.of(params, manifest, out_dir.name, trt=fmt == "trt",
+                                        teacher_run=checkpoint.resolve() == layout.TEACHER_MODEL.resolve()))
     print_export(report, out_dir)
     if fmt == "trt":
         report["tensorrt"] = _engine(report, out_dir, params)
@@ -85,12 +90,19 @@ def _engine(report: dict, out_dir: Path, params: Params) -> dict:
     if entry["status"] != "ok":
         raise CakdError(f"a TensorRT {trt.precision} engine is built from {FILES[kind]}, which was "
                         f"{entry['status']}: {entry['reason']}")
+    missing = unavailable()
+    if missing is not None:  # prepared for the target: its build script is in the bundle (exit status 3)
+        script = f"{Path(entry['file']).stem}.trtexec.sh"
+        console.print(escape(f"TensorRT engine not built here ({missing}): copy {out_dir} to the target and run "
+                             f"./{script} there, then python run.py --self-test --runtime tensorrt "
+                             f"--artefact {kind}"), soft_wrap=True)  # one line, however narrow the terminal
+        return {"status": "prepared", "reason": missing, "script": script}
     spec = report["model"]
-    engine = out_dir / f"model.{trt.precision}.engine"
+    engine = out_dir / f"{Path(entry['file']).stem}.engine"
     sidecar = build_engine(out_dir / entry["file"], engine, trt.precision, trt.batch_sizes, trt.workspace_mb,
                            spec["img_size"], spec.get("in_chans", 3))
     console.print(escape(f"TensorRT {trt.precision} engine: {engine} (GPU {sidecar['gpu']})"))
-    return sidecar
+    return {"status": "built", **sidecar}
 
 
 def print_export(report: dict, out_dir: Path) -> None:

@@ -13,20 +13,35 @@ plot; prints the table. ``--apply K`` writes the top K into params.yaml's ``stud
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.decide.profile import RULE, TEACHER, Profiled, Target, build, judge, profile, rank, target_artefact
+from ...export.decide.noise import budget_line, reference_spread
+from ...export.decide.profile import (
+    RULE,
+    TEACHER,
+    Profiled,
+    Target,
+    build,
+    export_all,
+    judge,
+    profile,
+    rank,
+    target_artefact,
+)
 from ...export.decide.report import write_shortlist_plot
+from ...export.decide.target import check_runtime, profiled, read_manifest, read_results, write_bundle
+from ...export.decide.train_cost import forward_seconds, recipe_minutes, step_seconds
 from ...export.measure.bench import Timing, pinned_threads
 from ...export.measure.sysinfo import load_average, load_warning, system_info
 from ...export.runtimes import Settings
 from ..data import build_datasets, load_manifest, spread_sample
 from ..errors import CakdError
-from ..files.fileio import clean_stale, read_json, remove_outputs, temp_beside, write_json
+from ..files.fileio import check_out_dir, clean_stale, file_sha256, read_json, remove_outputs, temp_beside, write_json
 from ..models import ModelSpec
 from ..reporting import profiling
 from ..reporting.ui import console
@@ -44,7 +59,8 @@ def shortlist_key(params: Params) -> str:
     return fingerprint(params.shortlist.model_dump(mode="json", exclude={"jobs"}), params.teacher.model,
                        params.teacher.kwargs, params.data.model_dump(mode="json", include=DATA_KEYS),
                        params.bench.model_dump(mode="json", include=TIMING_KEYS),
-                       params.export.model_dump(mode="json", include=EXPORT_KEYS))
+                       params.export.model_dump(mode="json", include=EXPORT_KEYS), params.train.batch_size,
+                       recipe_epochs(params))
 
 
 def _networks(params: Params, num_classes: int) -> list[Profiled]:
@@ -57,43 +73,93 @@ def _networks(params: Params, num_classes: int) -> list[Profiled]:
                         for name, c in params.shortlist.candidates.items()]
 
 
-def measure_candidates(params: Params, manifest: Path, work: Path) -> tuple[list[Profiled], dict]:
-    """Build, export and time; returns the profiled networks and the settings that were timed."""
+def _setup(params: Params, manifest: Path) -> tuple[list[Profiled], torch.Tensor, dict]:
+    """The untrained networks, the parity/calibration images and the settings of the measurement."""
     cfg, bench = params.shortlist, params.bench
-    target = Target(cfg.runtime, cfg.precision, cfg.batch_size)
-    artefact = target_artefact(target)  # a runtime that cannot run here is one line before anything is built
+    artefact = target_artefact(Target(cfg.runtime, cfg.precision, cfg.batch_size))  # one line before any build
     dataset = load_manifest(manifest)
     with profiling.phase("data"):
         train_ds, _ = build_datasets(params.data, dataset, params.seed, train_augment=False)
         images = spread_sample(train_ds, cfg.calib_images)  # parity images, and INT8's calibration images
     items = _networks(params, dataset["num_classes"])
-    timing = Timing((cfg.batch_size,), bench.warmup, bench.runs, bench.rounds)
-    settings = Settings(bench.threads, work, (cfg.batch_size,), params.export.trt.workspace_mb, bench.openvino_hint)
-    started = time.perf_counter()
-    with pinned_threads(bench.threads):
-        profile(items, target, timing, settings, params.export, images, cfg.jobs,
-                progress=lambda line: console.print(escape(f"{time.perf_counter() - started:5.1f} s  {line}"),
-                                                    style="dim"))
+    with profiling.phase("train-step"):
+        estimate_training(params, items, len(train_ds), dataset["num_classes"])
     timed = {"runtime": cfg.runtime, "precision": cfg.precision, "artefact": artefact, "batch_size": cfg.batch_size,
              "budget_ms": cfg.budget_ms, "min_speedup": cfg.min_speedup, "top_k": cfg.top_k,
              "img_size": params.data.img_size, "num_classes": dataset["num_classes"], "calib_images": len(images),
              "warmup": bench.warmup, "runs": bench.runs, "rounds": bench.rounds, "threads": bench.threads}
+    return items, images, timed
+
+
+def recipe_epochs(params: Params) -> int:
+    """Epochs of a shortlisted student's baseline and distillation under the default recipe."""
+    return params.distill.epochs or params.train.epochs
+
+
+def estimate_training(params: Params, items: list[Profiled], train_images: int, num_classes: int) -> None:
+    """Each candidate's ``train_min``: one timed training step at the data's size and the training batch size."""
+    spec = items[0].spec
+    images = torch.randn(min(params.train.batch_size, train_images), spec.in_chans, spec.img_size, spec.img_size)
+    with pinned_threads(params.bench.threads):
+        teacher_s = forward_seconds(items[0].net, images)
+        for item in items[1:]:
+            item.train_min = recipe_minutes(step_seconds(item.net, images, num_classes), teacher_s, train_images,
+                                            params.train.batch_size, recipe_epochs(params))
+
+
+def _progress(started: float) -> Callable[[str], None]:
+    return lambda line: console.print(escape(f"{time.perf_counter() - started:5.1f} s  {line}"), style="dim")
+
+
+def measure_candidates(params: Params, manifest: Path, work: Path) -> tuple[list[Profiled], dict]:
+    """Build, export and time; returns the profiled networks and the settings that were timed."""
+    cfg, bench = params.shortlist, params.bench
+    items, images, timed = _setup(params, manifest)
+    timing = Timing((cfg.batch_size,), bench.warmup, bench.runs, bench.rounds)
+    settings = Settings(bench.threads, work, (cfg.batch_size,), params.export.trt.workspace_mb, bench.openvino_hint)
+    started = time.perf_counter()
+    with pinned_threads(bench.threads):
+        profile(items, Target(cfg.runtime, cfg.precision, cfg.batch_size), timing, settings, params.export, images,
+                cfg.jobs, progress=_progress(started))
     return items, timed
+
+
+def write_target_bundle(params: Params, manifest: Path, folder: Path) -> dict:
+    """``--bundle DIR``: every candidate and the teacher exported as for a local shortlist, with the runner and a
+    manifest, to be timed on the target; nothing is timed here."""
+    check_runtime(params.shortlist.runtime)
+    profiling.mark_ready()
+    check_out_dir(folder, "--bundle")
+    items, images, timed = _setup(params, manifest)
+    with temp_beside(folder.with_name(f"{folder.name}-exports")) as work:  # not folder's: its swap cleans that
+        export_all(items, timed["artefact"], work, params.export, images, params.shortlist.jobs,
+                   _progress(time.perf_counter()))
+        written = write_bundle(folder, items, timed, shortlist_key(params))
+    count = sum(1 for m in written["models"].values() if m["file"])
+    console.print(escape(f"{folder}: {count} models ({timed['artefact']} for {timed['runtime']}) and run.py; on the "
+                         f"target: cd {folder.name} && python run.py --bench --out results.json; then here: cakd "
+                         f"shortlist --from-target results.json --bundle {folder}"), markup=False)
+    return written
 
 
 def report(params: Params, items: list[Profiled], timed: dict) -> dict:
     """The shortlist as JSON: the teacher's row, every candidate with its verdict and rank, the ranking."""
     cfg = params.shortlist
     teacher, candidates = items[0], items[1:]
-    verdicts = [judge(item, teacher.row, cfg.budget_ms, cfg.min_speedup) for item in candidates]
+    verdicts = [judge(item, teacher.row, cfg.budget_ms, cfg.min_speedup, cfg.train_budget_min)
+                for item in candidates]
+    minutes = {item.name: item.train_min for item in candidates}
     ranking = [v.name for v in rank(verdicts)]
+    line = budget_line(cfg.budget_ms, teacher.row, cfg.min_speedup) if teacher.row.p50_ms is not None else None
     entries = {v.name: {"family": v.family, "model": v.model, "kwargs": v.kwargs, "rank": v.rank,
                         "within_budget": v.within_budget, "borderline": v.borderline, "speedup": v.speedup,
-                        "reason": v.reason, "row": v.row.to_dict()} for v in verdicts}
+                        "reason": v.reason, "train_min": minutes[v.name], "row": v.row.to_dict()} for v in verdicts}
     return {"settings": timed, "key": shortlist_key(params), "rule": RULE,
             "teacher": {"family": teacher.family, "model": teacher.spec.name, "kwargs": dict(teacher.spec.kwargs),
                         "row": teacher.row.to_dict()},
-            "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k]}
+            "candidates": entries, "ranking": ranking, "shortlist": ranking[:cfg.top_k],
+            "budget_line": None if line is None else {"low_ms": line.low, "high_ms": line.high, "budget": line.words,
+                                                      "teacher_spread": reference_spread(teacher.row)}}
 
 
 def _budget_text(settings: dict) -> str:
@@ -123,9 +189,11 @@ def _architecture(model: str, kwargs: dict) -> str:
 
 
 def _verdict(entry: dict) -> str:
+    if entry["borderline"]:
+        return ("yes" if entry["within_budget"] else "no") + " (borderline: ranked after the clear passes)"
     if not entry["within_budget"]:
         return f"[yellow]no[/yellow]: {escape(entry['reason'] or '')}"
-    return "yes (borderline)" if entry["borderline"] else "yes"
+    return "yes"
 
 
 def print_shortlist(result: dict) -> None:
@@ -135,22 +203,32 @@ def print_shortlist(result: dict) -> None:
                                f"threads, {s['rounds']} interleaved rounds x {s['runs']} calls; budget: "
                                f"{_budget_text(s)}"))
     for name in ("rank", "candidate", "family", "architecture (timm name, kwargs)", "params M", "GFLOPs",
-                 "p50 ms [round p50s]", "speed-up", "within budget"):
-        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up") else "left",
-                         no_wrap=name.startswith(("p50", "candidate")))
+                 "p50 ms [round p50s]", "speed-up", "train", "within budget"):
+        table.add_column(name, justify="right" if name in ("rank", "params M", "GFLOPs", "speed-up", "train")
+                         else "left",
+                         no_wrap=name.startswith(("p50", "candidate")), max_width=25 if name[:4] == "arch" else None)
     teacher = result["teacher"]
     table.add_row("-", "teacher", teacher["family"], escape(_architecture(teacher["model"], teacher["kwargs"])),
                   f"{teacher['row']['params_m']:.2f}", f"{teacher['row']['gflops']:.4f}", _ms(teacher["row"]),
-                  "1.00x", "(reference)")
+                  "1.00x", "-", "(reference)")
     for name, e in _listed(result):
         table.add_row(str(e["rank"] or "-"), escape(name), e["family"], escape(_architecture(e["model"], e["kwargs"])),
                       f"{e['row']['params_m']:.2f}", f"{e['row']['gflops']:.4f}", _ms(e["row"]),
-                      "-" if e["speedup"] is None else f"{e['speedup']:.2f}x", _verdict(e))
+                      "-" if e["speedup"] is None else f"{e['speedup']:.2f}x",
+                      "-" if e.get("train_min") is None else f"~{e['train_min']:.1f}m", _verdict(e))
     console.print(table)
+    if result.get("measured_on") == "target":
+        t = result["target"]
+        console.print(escape(f"measured on the target: {t['cpu']}, {t['threads'] or 'default'} threads "
+                             f"({t['results']})"), markup=False)
     console.print(escape(f"rule: {result['rule']}"), markup=False)
+    line = result.get("budget_line")
+    if line is not None:
+        console.print(escape(f"budget line: {line['low_ms']:.3f}-{line['high_ms']:.3f} ms ({line['budget']}; the "
+                             f"teacher's rounds spread {100 * line['teacher_spread']:.0f}% of its p50)"), markup=False)
     if any(e["borderline"] for e in result["candidates"].values()):
-        console.print("borderline: the budget's limit lies inside the candidate's round p50s; time it again before "
-                      "relying on it", markup=False)
+        console.print("borderline: the budget line lies inside the candidate's round p50s; ranked after every clear "
+                      "pass, time it again before relying on it", markup=False)
     for note in result.get("notes", []):
         console.print(f"[yellow]note[/yellow]: {escape(note)}")
     top = result["shortlist"]
@@ -188,8 +266,10 @@ def reuse(params: Params, path: Path) -> dict:
 
 
 def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_path: Path,
-        apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None) -> dict:
-    """Measure (or, with ``from_report``, read a shortlist measured before), print, and apply if asked."""
+        apply: int | None = None, from_report: Path | None = None, known: KnownNames | None = None,
+        target: tuple[Path, Path] | None = None) -> dict:
+    """Measure (or, with ``from_report``, read a shortlist measured before; with ``target``, (results, bundle),
+    rank from the target's figures), print, and apply if asked."""
     profiling.mark_ready()
     if apply is not None and apply < 1:  # before the minutes of measuring and the table it prints
         raise CakdError(f"--apply takes how many candidates to train (1 or more), not {apply}")
@@ -199,11 +279,36 @@ def run(params: Params, manifest: Path, out_dir: Path, metrics: Path, params_pat
     if from_report is not None:
         result = reuse(params, from_report)
         result["path"] = str(from_report)
+    elif target is not None:
+        result = from_target(params, *target, out_dir, metrics)
     else:
         result = measure_and_write(params, manifest, out_dir, metrics)
     print_shortlist(result)
     if apply is not None:
         apply_top(result, apply, params_path, known)
+    return result
+
+
+def from_target(params: Params, results: Path, bundle: Path, out_dir: Path, metrics: Path) -> dict:
+    """``--from-target``: the shortlist ranked from the figures the bundle's runner measured on the target, by the
+    same rule and budget line, marked with the target's system info; checked in full before anything is written."""
+    manifest, manifest_sha = read_manifest(bundle)
+    if manifest.get("key") != shortlist_key(params):
+        raise CakdError(f"{bundle} was bundled under other settings than params.yaml's now (shortlist, teacher, data, "
+                        "bench timing or export): bundle and time it again")
+    rows, system = read_results(results, manifest, manifest_sha)
+    items = profiled(manifest, rows, manifest["settings"]["num_classes"])
+    teacher = items[0].row  # the target's run settings: the runner's --threads, --rounds, --runs
+    timed = {**manifest["settings"], "threads": system.get("threads"), "rounds": teacher.rounds,
+             "runs": teacher.runs // max(1, teacher.rounds)}
+    result = report(params, items, timed)
+    plot = out_dir / "shortlist.png"
+    result.update(system=system, notes=[], plot=str(plot), path=str(metrics), measured_on="target",
+                  target={"results": str(results), "results_sha256": file_sha256(results), "bundle": str(bundle),
+                          "manifest_sha256": manifest_sha, "cpu": system.get("cpu"), "threads": system.get("threads")})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_shortlist_plot(result, plot)
+    write_json(metrics, result)
     return result
 
 
