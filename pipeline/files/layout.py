@@ -20,6 +20,7 @@ TEACHER_MODEL = TEACHER_DIR / "model.pt"
 TEACHER_REPORT = REPORTS / "teacher.json"
 EXPORTS = ARTIFACTS / "export"
 TRT_EXPORTS = ARTIFACTS / "trt"  # `cakd export --format trt`: a bundle with TensorRT's files, outside DVC's outputs
+OUTSIDE_DVC = {TRT_EXPORTS}  # paths of commands that no dvc.yaml stage runs
 BENCH_DIR = ARTIFACTS / "bench"
 BENCH_JSON = BENCH_DIR / "bench.json"
 SUMMARY = REPORTS / "summary.json"
