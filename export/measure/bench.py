@@ -28,7 +28,7 @@ from ...pipeline.models import load_model
 from ...pipeline.reporting import profiling
 from ..exported import Exported
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff, rebatched
 from .bench_inputs import int8_activations
 from .rows import BenchRow
 
@@ -183,17 +183,36 @@ def measure(runners: list[Runner], timing: Timing) -> dict[tuple[int, int], dict
     return {key: latency_stats(t, key[1]) for key, t in times.items()}
 
 
-def accuracies(candidates: list[Candidate], loader: Loader) -> dict[Key, Accuracy]:
+def accuracies(candidates: list[Candidate], loader: Loader,
+               references: dict[Key, Accuracy] | None = None) -> dict[Key, Accuracy]:
     """Test-set accuracy of every candidate, plus PyTorch FP32 of every model with a checkpoint (the
-    reference logits) even when torch itself is not timed."""
+    reference logits) even when torch itself is not timed; such a reference is no row, so one batch size
+    serves every other: it is taken from ``references`` when scored already, and kept there."""
+    references = {} if references is None else references
     results = {c.key: accuracy(c.runner.predict, loader) for c in candidates}
     for loaded in {id(c.loaded): c.loaded for c in candidates}.values():
         key = (loaded.model.label, "torch", "fp32", "checkpoint")
         if key not in results and loaded.net is not None:
-            net = loaded.net.eval()
-            with torch.inference_mode():
-                results[key] = accuracy(lambda x, n=net: n(x), loader)
+            if key not in references:
+                net = loaded.net.eval()
+                with torch.inference_mode():
+                    references[key] = accuracy(lambda x, n=net: n(x), loader)
+            results[key] = references[key]
     return results
+
+
+def scored_at(candidates: list[Candidate], loader: Loader, batch: int, max_drop: float,
+              references: dict[Key, Accuracy]) -> tuple[dict[Key, Accuracy], dict[Key, tuple[str, str | None]]]:
+    """Every candidate's accuracy at one batch size, each checked against its reference at the same batch size:
+    a row's top-1 is the one its batch size gives."""
+    results = accuracies(candidates, rebatched(loader, batch), references)
+    return results, check(results, max_drop)
+
+
+def export_refusal(cand: Candidate, batch: int) -> tuple[str, str] | None:
+    """("rejected", why) when the export's gate refused this INT8 file on this runtime at this batch size."""
+    why = cand.loaded.model.exported.refused(cand.artefact, cand.runtime, batch)
+    return None if why is None else ("rejected", f"refused at export on {cand.runtime} at batch {batch}: {why}")
 
 
 def _row(loaded: Loaded, runtime: str, precision: str, artefact: str, batch: int, status: str,
@@ -219,18 +238,20 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
     with profiling.phase("runtime-load"):
         build_runners(candidates, settings)
     with profiling.phase("bench-accuracy"):
-        results = accuracies(candidates, loader) if loader is not None else None
-        verdict = check(results, max_drop) if results is not None else {}
+        references: dict[Key, Accuracy] = {}  # untimed PyTorch references: scored once, at the largest batch
+        scored = {} if loader is None else {b: scored_at(candidates, loader, b, max_drop, references)
+                                            for b in sorted(timing.batch_sizes, reverse=True)}
     with profiling.phase("timing"):
         latency = measure([c.runner for c in candidates], timing)
     rows = []
     for i, cand in enumerate(candidates):
-        status, reason = verdict.get(cand.key, ("ok", None))
         for batch in timing.batch_sizes:
+            results, verdict = scored.get(batch, ({}, {}))
+            status, reason = export_refusal(cand, batch) or verdict.get(cand.key, ("ok", None))
             row = _row(cand.loaded, cand.runtime, cand.precision, cand.artefact, batch, status, reason, cand.path)
             for name, value in latency[i, batch].items():
                 setattr(row, name, value)
-            if results is not None:
+            if cand.key in results:
                 row.top1, row.max_abs_diff = results[cand.key].top1, max_abs_diff(results, cand.key)
             rows.append(row)
     for loaded_model, runtime, precision, artefact, status, reason in skipped:

@@ -36,6 +36,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
     from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
+    from ...export.make.runtime_gate import serving_of
 
     folder = exports / item.label.replace("/", "_")
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
@@ -45,7 +46,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         in_chans, img_size = _input_of(item)
         data = GateData(torch.randn(8, in_chans, img_size, img_size))
     export_model(item.path, folder, artefacts_for(params.deploy.runtimes, params.deploy.precisions),
-                 params.export, data)
+                 params.export, data, serving=serving_of(params))
     return read_export(folder)
 
 

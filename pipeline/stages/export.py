@@ -13,10 +13,11 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.exported import FILES, REPORT, read_export
+from ...export.exported import FILES, REPORT, read_export, runtime_refusals
 from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_model, settings_key
 from ...export.make.gate_data import gate_data
 from ...export.make.qat import QatJob, require_modelopt
+from ...export.make.runtime_gate import serving_of
 from ...export.runtimes import RUNTIMES, Artefact, Precision
 from ...export.runtimes.tensorrt_gpu import build_engine
 from ..errors import CakdError
@@ -43,7 +44,8 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
     if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:
         kinds = artefacts_for([*params.deploy.runtimes, "tensorrt"], [*precisions, cfg.trt.precision])
     qat = QatJob(params, manifest, teacher, qat_dir or checkpoint.parent / "qat")
-    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds, qat)) if fmt == "trt" else None
+    serving = serving_of(params)
+    report = _reusable(out_dir, checkpoint, settings_key(cfg, kinds, qat, serving)) if fmt == "trt" else None
     if report is None:
         model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
         may_train = any(kind in QAT_KINDS for kind in kinds) and params.qat.mode != "off"
@@ -53,7 +55,7 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
             require_modelopt()
         if may_train or qat_dir is not None:
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when QAT is not needed
-        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat)
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat, serving)
     print_export(report, out_dir)
     if fmt == "trt":
         report["tensorrt"] = _engine(report, out_dir, params)
@@ -100,6 +102,8 @@ def print_export(report: dict, out_dir: Path) -> None:
     for kind, entry in report["artefacts"].items():
         if entry["status"] == "rejected":
             console.print(f"[yellow]{kind} rejected[/yellow]: {escape(entry['reason'])}")
+        for runtime, said in runtime_refusals(entry).items():
+            console.print(f"[yellow]{kind} on {runtime}[/yellow] {escape(said)}")
 
 
 def _check_text(entry: dict) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.exported import read_export
+from ...export.exported import read_export, runtime_refusals
 from ...export.measure.rows import BenchRow, Pick
 from ..files import layout
 from ..files.fileio import read_json, write_json
@@ -35,7 +35,8 @@ def int8_outcome(artefacts: dict) -> str:
         gate, how = entry.get("gate") or {}, _how_trained(entry.get("qat"))
         if entry["status"] == "ok":
             parts.append(f"{kind}{how} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, "
-                         f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)")
+                         f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)"
+                         + "".join(f", on {rt} {said}" for rt, said in runtime_refusals(entry).items()))
         else:
             parts.append(f"{kind}{how} {entry['status']}: {entry['reason']}")
     shipped = [kind for kind, entry in entries.items() if entry["status"] == "ok"]
