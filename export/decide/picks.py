@@ -9,12 +9,13 @@ A latency budget, when set, bounds the candidates first:
 With a budget the pick is the most accurate artefact within it (then the faster). Without one it is the fastest
 artefact within ``bench.pick_tolerance`` top-1 points of the most accurate on that runtime (a difference the
 test set cannot resolve buys no latency). Only rows that were timed, scored and passed their accuracy check
-take part; when nothing qualifies the pick says why.
+take part, and no INT8 row slower than its FP32 (``int8_pays``); when nothing qualifies the pick says why.
 """
 
 from __future__ import annotations
 
 from ..measure.rows import BenchRow, Pick
+from .int8_pays import eligible
 
 TEACHER = "teacher"  # the label the pipeline gives the teacher's export (a reserved student name)
 
@@ -44,11 +45,11 @@ def _within_budget(usable: list[BenchRow], budget_ms: float | None, min_speedup:
 
 
 def pick_for(rows: list[BenchRow], runtime: str, budget_ms: float | None, tolerance: float,
-             min_speedup: float | None = None) -> Pick:
+             min_speedup: float | None = None, keep_slower_int8: bool = False) -> Pick:
     batch = reference_batch(rows)
     pick = Pick(runtime, batch, budget_ms=budget_ms)
     mine = [r for r in rows if r.runtime == runtime and r.batch_size == batch]
-    usable = [r for r in mine if r.measured]
+    usable = eligible(mine, keep_slower_int8)
     if not usable:
         why = {r.reason for r in mine if r.reason} or {"accuracy unknown: give --data to rank models"}
         pick.reason = "no usable result: " + "; ".join(sorted(why))
@@ -69,5 +70,5 @@ def pick_for(rows: list[BenchRow], runtime: str, budget_ms: float | None, tolera
 
 
 def picks(rows: list[BenchRow], runtimes: list[str], budget_ms: float | None, tolerance: float,
-          min_speedup: float | None = None) -> list[Pick]:
-    return [pick_for(rows, runtime, budget_ms, tolerance, min_speedup) for runtime in runtimes]
+          min_speedup: float | None = None, keep_slower_int8: bool = False) -> list[Pick]:
+    return [pick_for(rows, runtime, budget_ms, tolerance, min_speedup, keep_slower_int8) for runtime in runtimes]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...export.decide.picks import picks
+from ...export.decide.int8_pays import unpaid_lines
+from ...export.decide.picks import picks, reference_batch
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
 from ...export.exported import Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
@@ -84,7 +85,8 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
                          num_classes=dataset["num_classes"] if dataset else None, max_drop=bench.runtime_max_drop)
     load_after = load_average()
     warning = load_warning(load_before, load_after, bench.threads)
-    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance, bench.min_speedup)
+    chosen = picks(rows, list(deploy.runtimes), bench.budget_ms, bench.pick_tolerance, bench.min_speedup,
+                   bench.keep_slower_int8)
     result = {
         "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
                    "load_warning": warning},
@@ -94,6 +96,7 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
         "notes": notes + ([warning] if warning else []),
         "rows": [row.to_dict() for row in rows],
         "picks": [pick.to_dict() for pick in chosen],
+        "int8_unpaid": unpaid_lines(rows, reference_batch(rows), bench.keep_slower_int8),
     }
     has_accuracy = any(row.top1 is not None for row in rows)
     result["pareto_png"] = str(png_path) if has_accuracy else None
@@ -103,6 +106,6 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
         write_json(json_path, result)
         write_csv(rows, csv_path)
     print_table(result, rows, console)
-    for pick in chosen:
-        console.print(pick.line, markup=False)
+    for line in [*result["int8_unpaid"], *(pick.line for pick in chosen)]:
+        console.print(line, markup=False)
     return result

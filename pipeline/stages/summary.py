@@ -98,6 +98,7 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
             "runtime_failures": runtime_failures(rows, name),
         }
     result["deploy"] = {p.runtime: {k: v for k, v in p.to_dict().items() if k != "runtime"} for p in chosen}
+    result["int8_unpaid"] = bench.get("int8_unpaid", [])  # where INT8 is no faster than FP32 (int8_pays)
     result["deploy_lines"] = [p.line for p in chosen]
     return result
 
@@ -138,7 +139,7 @@ def print_summary(summary: dict) -> None:
     t = summary["teacher"]
     console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"
                          f"{_failures(t)}"))
-    for line in summary["deploy_lines"]:
+    for line in [*summary.get("int8_unpaid", []), *summary["deploy_lines"]]:
         console.print(escape(line))
 
 
