@@ -2,11 +2,11 @@
 
 The bench only reads artefacts: each model is an export folder (``read_export``), made by ``cakd export``'s
 function and gated there. For each (model, runtime, precision, artefact the runtime consumes) the test split
-is run through the artefact on that runtime (top-1, max |logit diff| vs PyTorch FP32) and checked against
-its reference runtime (``bench_accuracy``); latency is then measured in interleaved rounds, so a change in
-machine load hits every model and runtime alike. Nothing requested is dropped silently: a runtime that
-cannot run here, an artefact that was not exported or an INT8 file the gate rejected is a row with its
-status and reason.
+is run through the artefact on that runtime at each batch size (top-1, max |logit diff| vs PyTorch FP32) and
+checked against its reference runtime at the same batch size (``bench_accuracy``); latency is then measured in
+interleaved rounds, so a change in machine load hits every model and runtime alike. Nothing requested is dropped
+silently: a runtime that cannot run here, an artefact that was not exported, an INT8 file the gate rejected or
+refused on this runtime at this batch size is a row with its status and reason.
 """
 
 from __future__ import annotations
