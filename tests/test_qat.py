@@ -184,8 +184,11 @@ def test_onnxruntime_scores_the_qat_file_as_the_fake_quantised_model_does_and_op
 
 @pytest.mark.slow
 def test_the_bench_times_and_scores_the_qat_file_on_every_cpu_runtime(project: Path, always: dict) -> None:
+    # The near-random model's logits are flat: OpenVINO runs the CPU form within 0.04 of onnxruntime's logits (the
+    # test above), which moves 2 of its 100 answers (30% vs 28% at every batch size, OpenVINO 2026.4.1, AVX2).
+    # A runtime that really mis-runs a file moves more: 6 points for TensorRT's form on OpenVINO.
     bench = run_cakd("bench-latency", "always=always", "--data", "artifacts/data/manifest.json", "--out", "bench",
-                     cwd=project, check=True)
+                     "-S", "bench.runtime_max_drop=3", cwd=project, check=True)
     rows = json.loads((project / "bench/bench.json").read_text())["rows"]
     qat_rows = {(r["runtime"], r["batch_size"]): r for r in rows if r["artefact"] == QAT_CPU}
     assert {runtime for runtime, _ in qat_rows} == {"onnxruntime", "openvino"}

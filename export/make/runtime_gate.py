@@ -73,6 +73,7 @@ def gate_on_runtimes(folder: Path, entries: dict[str, dict], serving: Serving, s
                      loader: Loader, fp32: tuple[torch.Tensor, torch.Tensor], cfg: ExportParams) -> None:
     """Add ``runtimes`` to every passed INT8 entry that a deploy runtime consumes; reject (and delete) a file
     that every consumer ran and refused at every batch size."""
+    loader = rebatched(loader, max(serving.batch_sizes))  # read the test split once, not per runtime and batch
     for kind, entry in entries.items():
         users = consumers(kind, serving.runtimes)
         if entry["status"] != "ok" or not users:
