@@ -1,7 +1,7 @@
 """Quantisation-aware training with the real NVIDIA ModelOpt, as a step of ``cakd export``: when it runs (auto,
-always, off; without the library), the file it ships (TensorRT's QDQ form, the same on onnxruntime and OpenVINO
-as the fake-quantised PyTorch model, gated like post-training INT8 and benchmarked like any artefact), a
-diverged fine-tune, and a killed export that resumes."""
+always, off; without the library), the files it ships (TensorRT's QDQ form, scored by onnxruntime as the
+fake-quantised PyTorch model; the CPU form, which OpenVINO runs as onnxruntime does; both gated like post-training
+INT8 and benchmarked like any artefact), a diverged fine-tune, and a killed export that resumes."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from cakd.export.artefacts import FILES
 from cakd.export.make.artefacts import _uncovered_rejections
 from cakd.export.measure.bench import pinned_threads
-from cakd.export.measure.bench_accuracy import accuracy
+from cakd.export.measure.bench_accuracy import Accuracy, accuracy
 from cakd.export.runtimes import RUNTIMES, Session, Settings
 from cakd.pipeline.data import build_datasets, load_manifest
 from cakd.pipeline.models import ModelSpec, create_model, save_model
@@ -153,25 +154,41 @@ def test_the_cpu_form_is_the_same_fine_tune_quantised_as_post_training_int8_is(p
     assert changed, "the CPU form quantises the fine-tuned weights, not the checkpoint's"
 
 
-def test_onnxruntime_and_openvino_score_the_qat_file_as_the_fake_quantised_model_does(
+def test_onnxruntime_scores_the_qat_file_as_the_fake_quantised_model_does_and_openvino_runs_its_forms_as_it_does(
         project: Path, always: dict) -> None:
+    """The TensorRT-form file is the fake-quantised model (onnxruntime, the gate's runtime, scores it the same);
+    OpenVINO is asked only about the INT8 files it consumes. The TensorRT form keeps full 8-bit weights, which
+    OpenVINO's int8 kernels on an x86 CPU without VNNI sum into a saturating int16 (measured here, OpenVINO
+    2026.4.1 on AVX2: logits up to 1.3 off, 16 of 100 answers changed); the CPU forms have 7-bit weights.
+    Logits, not top-1: the model is near-random, so rounding alone moves a few answers of its flat logits."""
     params = Params.model_validate(tiny_params(data={"name": "digits", "img_size": IMG, "train_per_class": 20,
                                                      "test_per_class": 10}))
     _, test = build_datasets(params.data, load_manifest(project / "artifacts/data/manifest.json"), 0,
                              train_augment=False)
     loader = torch.utils.data.DataLoader(test, batch_size=32)
-    fake_quant = always["artefacts"][QAT]["qat"]["fake_quant_top1"]  # PyTorch, ModelOpt's quantisers, same images
     settings = Settings(threads=1, work_dir=project)
-    for runtime in ("onnxruntime", "openvino"):
-        runner = RUNTIMES[runtime].build(Session(project / "always" / "model.int8-qat.onnx", "int8", None, IMG, 3,
-                                                 settings))
-        assert abs(accuracy(runner.predict, loader).top1 - fake_quant) <= 1.0, runtime
+
+    def scored(runtime: str, file: str) -> Accuracy:
+        return accuracy(RUNTIMES[runtime].build(Session(project / "always" / file, "int8", None, IMG, 3,
+                                                        settings)).predict, loader)
+
+    fake_quant = always["artefacts"][QAT]["qat"]["fake_quant_top1"]  # PyTorch, ModelOpt's quantisers, same images
+    assert abs(scored("onnxruntime", "model.int8-qat.onnx").top1 - fake_quant) <= 1.0
+    assert QAT not in RUNTIMES["openvino"].consumes["int8"]
+    for kind in RUNTIMES["openvino"].consumes["int8"]:
+        file = always["artefacts"][kind]["file"]
+        assert file is not None, always["artefacts"][kind]["reason"]
+        reference, run = scored("onnxruntime", file), scored("openvino", file)
+        assert float((run.logits - reference.logits).abs().max()) <= 0.05 * float(reference.logits.abs().max()), kind
 
 
 @pytest.mark.slow
 def test_the_bench_times_and_scores_the_qat_file_on_every_cpu_runtime(project: Path, always: dict) -> None:
+    # The near-random model's logits are flat: OpenVINO runs the CPU form within 0.04 of onnxruntime's logits (the
+    # test above), which moves 2 of its 100 answers (30% vs 28% at every batch size, OpenVINO 2026.4.1, AVX2).
+    # A runtime that really mis-runs a file moves more: 6 points for TensorRT's form on OpenVINO.
     bench = run_cakd("bench-latency", "always=always", "--data", "artifacts/data/manifest.json", "--out", "bench",
-                     cwd=project, check=True)
+                     "-S", "bench.runtime_max_drop=3", cwd=project, check=True)
     rows = json.loads((project / "bench/bench.json").read_text())["rows"]
     qat_rows = {(r["runtime"], r["batch_size"]): r for r in rows if r["artefact"] == QAT_CPU}
     assert {runtime for runtime, _ in qat_rows} == {"onnxruntime", "openvino"}
@@ -202,11 +219,14 @@ def test_auto_runs_qat_when_post_training_int8_is_rejected_and_the_gate_judges_i
     assert ptq["status"] == "rejected"
     assert qat["qat"]["epochs_run"] == 1 and qat["gate"]["images"] == 100  # it ran, and went through the gate
     assert qat["qat"]["supervisor"] == "healthy.pt"  # qat.supervisor: teacher learns from --teacher
-    if qat["status"] == "rejected":  # the fragile feature defeats per-tensor INT8 however the weights are trained
-        assert qat["reason"].startswith("INT8 accuracy gate failed on 100 test images") and qat["file"] is None
-        assert not (project / "fragile/model.int8-qat.onnx").exists()
+    # Seeded throughout (the fixture's training, params.seed for the fine-tune): one epoch cannot teach the weights
+    # around the huge constant feature: its INT8 falls to chance (10% vs FP32's 28%, far below the gate)
+    for kind in (QAT, QAT_CPU):
+        assert qat["status"] == report["artefacts"][kind]["status"] == "rejected"
+        assert report["artefacts"][kind]["reason"].startswith("INT8 accuracy gate failed on 100 test images")
+        assert report["artefacts"][kind]["file"] is None and not (project / "fragile" / FILES[kind]).exists()
     outcome = int8_outcome(report["artefacts"])
-    assert outcome.startswith(("no INT8 ships; ", "INT8 ships onnx-int8-qat")), outcome
+    assert outcome.startswith("no INT8 ships; "), outcome
     assert "onnx-int8 rejected: INT8 accuracy gate" in outcome and f"{QAT_CPU} (quantisation-aware" in outcome
 
 
@@ -215,7 +235,8 @@ def test_a_diverged_fine_tune_is_rejected_with_its_reason_never_shipped(project:
     for kind in (QAT, QAT_CPU):
         entry = report["artefacts"][kind]
         assert entry["status"] == "rejected" and entry["file"] is None
-        assert ("diverged" in entry["reason"] or "INT8 accuracy gate failed" in entry["reason"]), entry["reason"]
+        assert entry["reason"].startswith("quantisation-aware training diverged: qat: loss became NaN/inf"), \
+            entry["reason"]  # seeded: lr 1e12 overflows within the first steps, before any gate
     assert report["artefacts"]["onnx"]["status"] == "ok"  # the rest of the export stands
 
 

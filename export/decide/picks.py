@@ -4,14 +4,16 @@ A latency budget (``bench.budget_ms``, ``bench.min_speedup``: the rule is ``budg
 when set, bounds the candidates first. With a budget the pick is the most accurate artefact within it (then the
 faster). Without one it is the fastest artefact within ``bench.pick_tolerance`` top-1 points of the most accurate
 on that runtime (a difference the test set cannot resolve buys no latency). Only rows that were timed, scored
-and passed their accuracy check take part; when nothing qualifies the pick says why. Within a budget, an
-artefact whose round spread straddles the line is taken only when none passes it clearly (``noise.py``).
+and passed their accuracy check take part, and no INT8 row slower than its FP32 (``int8_pays``); when nothing
+qualifies the pick says why. Within a budget, an artefact whose round spread straddles the line is taken only
+when none passes it clearly (``noise.py``).
 """
 
 from __future__ import annotations
 
 from ..measure.rows import BenchRow, Pick
 from .budget import TEACHER, limit_ms, words
+from .int8_pays import eligible
 from .noise import budget_line, standing
 
 
@@ -40,11 +42,11 @@ def _within_budget(usable: list[BenchRow], budget_ms: float | None, min_speedup:
 
 
 def pick_for(rows: list[BenchRow], runtime: str, budget_ms: float | None, tolerance: float,
-             min_speedup: float | None = None) -> Pick:
+             min_speedup: float | None = None, keep_slower_int8: bool = False) -> Pick:
     batch = reference_batch(rows)
     pick = Pick(runtime, batch, budget_ms=budget_ms)
     mine = [r for r in rows if r.runtime == runtime and r.batch_size == batch]
-    usable = [r for r in mine if r.measured]
+    usable = eligible(mine, keep_slower_int8)
     if not usable:
         if any(r.status == "ok" and r.top1 is None for r in mine):  # timed, not scored: the other rows' reasons
             pick.reason = "no accuracy was measured: give --data to rank models"  # (a skipped QAT) are not why
@@ -68,5 +70,5 @@ def pick_for(rows: list[BenchRow], runtime: str, budget_ms: float | None, tolera
 
 
 def picks(rows: list[BenchRow], runtimes: list[str], budget_ms: float | None, tolerance: float,
-          min_speedup: float | None = None) -> list[Pick]:
-    return [pick_for(rows, runtime, budget_ms, tolerance, min_speedup) for runtime in runtimes]
+          min_speedup: float | None = None, keep_slower_int8: bool = False) -> list[Pick]:
+    return [pick_for(rows, runtime, budget_ms, tolerance, min_speedup, keep_slower_int8) for runtime in runtimes]

@@ -32,6 +32,7 @@ from ..runtimes import RUNTIMES, Artefact, Precision
 from .gate_data import GateData
 from .int8 import export_int8, gate_int8_file, logits_on, quantize_int8
 from .onnx_export import export_fp16, export_fp32
+from .runtime_gate import Serving, gate_on_runtimes
 
 if TYPE_CHECKING:
     from ..bundle.make import Bundle
@@ -80,11 +81,13 @@ def make_untrained(net: StagedModel, kind: Artefact, folder: Path, cfg: ExportPa
 
 
 def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
-                 model: StagedModel | None = None, qat: QatJob | None = None, bundle: Bundle | None = None) -> dict:
+                 model: StagedModel | None = None, qat: QatJob | None = None, serving: Serving | None = None,
+                 bundle: Bundle | None = None) -> dict:
     """Make ``kinds`` from ``source`` (a cakd checkpoint, or an FP32 ONNX file given by hand) into ``out_dir``
     with ``export.json``, replacing what was there only once every gate has run; returns the report.
     ``model`` is the checkpoint's model when the caller has already loaded it; ``qat`` is how to make the
     quantisation-aware INT8 (``cakd export``'s step; without it that artefact is skipped, with the reason);
+    ``serving`` is where it will run: each INT8 file is gated on each runtime there that consumes it.
     ``bundle`` makes the folder a self-describing, self-testing bundle (export/bundle/)."""
     with atomic_dir(out_dir) as tmp:
         if source.suffix == ".onnx":
@@ -98,10 +101,14 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         entries.update(_int8_artefacts(tmp, [k for k in kinds if k in POST_TRAINING_INT8], cfg, data, fp32))
         entries.update(_qat_artefacts(tmp, [k for k in kinds if k in QAT_KINDS], entries, cfg, data, fp32, qat,
                                       (source, model)))
+        if serving is not None and fp32 is not None:
+            with profiling.phase("int8-gate"):
+                spec = (made["model"]["img_size"], made["model"].get("in_chans", 3))
+                gate_on_runtimes(tmp, entries, serving, spec, data.test_loader, fp32, cfg)
         uncovered = _uncovered_rejections(entries)
         if uncovered and cfg.strict:
             raise CakdError(f"{'; '.join(uncovered)} (export.strict: nothing exported, the previous export kept)")
-        report = {"source": str(source), **made, "settings": export_key(cfg, kinds, qat)}
+        report = {"source": str(source), **made, "settings": export_key(cfg, kinds, qat, serving)}
         if bundle is not None:
             bundle.complete(tmp, report, getattr(data.test_loader, "dataset", None))
         write_json(tmp / REPORT, report)
@@ -158,11 +165,13 @@ def _from_onnx(onnx_file: Path, folder: Path, kinds: list[Artefact]) -> dict:
     return {"checkpoint_sha256": None, "model": model, "artefacts": made}
 
 
-def export_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None) -> str:
+def export_key(cfg: ExportParams, kinds: list[Artefact], qat: QatJob | None = None,
+               serving: Serving | None = None) -> str:
     """What an export depends on besides the checkpoint: a later ``--format trt`` may reuse an export with
     the same key."""
     qat_key = qat.key() if qat is not None and any(kind in QAT_KINDS for kind in kinds) else None
-    return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds), qat_key)
+    serving_key = [serving.key()] if serving is not None else []
+    return fingerprint(cfg.model_dump(mode="json", exclude={"strict", "trt"}), sorted(kinds), qat_key, *serving_key)
 
 
 NO_DATA = "no dataset to calibrate and gate INT8 on (give --data)"

@@ -2,11 +2,12 @@
 
 The bench only reads artefacts: each model is an export folder (``read_export``), made by ``cakd export``'s
 function and gated there. For each (model, runtime, precision, artefact the runtime consumes) the test split
-is run through the artefact on that runtime (top-1, max |logit diff| vs PyTorch FP32) and checked against
-its reference runtime (``bench_accuracy``); latency is then measured in interleaved rounds, so a change in
-machine load hits every model and runtime alike. Nothing requested is dropped silently: a runtime that
-cannot run here, an artefact that was not exported, an INT8 file the gate rejected or a file a runtime fails
-to load or run is a row with its status and reason, and the bench goes on.
+is run through the artefact on that runtime at each batch size (top-1, max |logit diff| vs PyTorch FP32) and
+checked against its reference runtime at the same batch size (``bench_accuracy``); latency is then measured in
+interleaved rounds, so a change in machine load hits every model and runtime alike. Nothing requested is dropped
+silently: a runtime that cannot run here, an artefact that was not exported, an INT8 file the gate rejected or
+refused on this runtime at this batch size, or a file a runtime fails to load or run, is a row with its
+status and reason, and the bench goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ...pipeline.reporting import profiling
 from ..exported import Exported
 from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
-from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff
+from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff, rebatched
 from .rows import BenchRow
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -200,12 +201,15 @@ def measure(runners: list[Runner], timing: Timing) -> dict[tuple[int, int], dict
     return {key: latency_stats(t, key[1]) for key, t in times.items()}
 
 
-def accuracies(candidates: list[Candidate], loader: Loader, failed: dict[Key, str]) -> dict[Key, Accuracy]:
+def accuracies(candidates: list[Candidate], loader: Loader, failed: dict[Key, str],
+               references: dict[Key, Accuracy] | None = None) -> dict[Key, Accuracy]:
     """Test-set accuracy of every candidate, plus PyTorch FP32 of every model with a checkpoint (the
-    reference logits) even when torch itself is not timed; a candidate whose runner fails here goes into
-    ``failed`` with its reason."""
+    reference logits) even when torch itself is not timed; such a reference is no row, so one batch size
+    serves every other: it is taken from ``references`` when scored already, and kept there. A candidate whose
+    runner fails here goes into ``failed`` with its reason."""
+    references = {} if references is None else references
     results = {}
-    for cand in candidates:
+    for cand in (c for c in candidates if c.key not in failed):
         try:
             results[cand.key] = accuracy(cand.runner.predict, loader)
         except Exception as err:  # as in build_runners: the row says why, the bench goes on
@@ -213,10 +217,27 @@ def accuracies(candidates: list[Candidate], loader: Loader, failed: dict[Key, st
     for loaded in {id(c.loaded): c.loaded for c in candidates}.values():
         key = (loaded.model.label, "torch", "fp32", "checkpoint")
         if key not in results and loaded.net is not None:
-            net = loaded.net.eval()
-            with torch.inference_mode():
-                results[key] = accuracy(lambda x, n=net: n(x), loader)
+            if key not in references:
+                net = loaded.net.eval()
+                with torch.inference_mode():
+                    references[key] = accuracy(lambda x, n=net: n(x), loader)
+            results[key] = references[key]
     return results
+
+
+def scored_at(candidates: list[Candidate], loader: Loader, batch: int, max_drop: float,
+              references: dict[Key, Accuracy], failed: dict[Key, str]
+              ) -> tuple[dict[Key, Accuracy], dict[Key, tuple[str, str | None]]]:
+    """Every candidate's accuracy at one batch size, each checked against its reference at the same batch size:
+    a row's top-1 is the one its batch size gives."""
+    results = accuracies(candidates, rebatched(loader, batch), failed, references)
+    return results, check(results, max_drop)
+
+
+def export_refusal(cand: Candidate, batch: int) -> tuple[str, str] | None:
+    """("rejected", why) when the export's gate refused this INT8 file on this runtime at this batch size."""
+    why = cand.loaded.model.exported.refused(cand.artefact, cand.runtime, batch)
+    return None if why is None else ("rejected", f"refused at export on {cand.runtime} at batch {batch}: {why}")
 
 
 def _row(loaded: Loaded, runtime: str, precision: str, artefact: str, batch: int, status: str,
@@ -242,10 +263,10 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
     with profiling.phase("runtime-load"):
         failed = build_runners(candidates, settings, timing.batch_sizes)
     with profiling.phase("bench-accuracy"):
-        working = [c for c in candidates if c.key not in failed]
-        results = accuracies(working, loader, failed) if loader is not None else None
-        verdict = check(results, max_drop) if results is not None else {}
-    working = [c for c in working if c.key not in failed]
+        references: dict[Key, Accuracy] = {}  # untimed PyTorch references: scored once, at the largest batch
+        scored = {} if loader is None else {b: scored_at(candidates, loader, b, max_drop, references, failed)
+                                            for b in sorted(timing.batch_sizes, reverse=True)}
+    working = [c for c in candidates if c.key not in failed]
     if not working:  # a bench with nothing that runs has no table to show: say why, once
         reasons = "; ".join(sorted({f"{c.loaded.model.label} on {c.runtime}: {failed[c.key]}" for c in candidates}))
         raise CakdError(f"nothing could be benchmarked: {bounded(reasons, 600)}")
@@ -253,12 +274,13 @@ def run_bench(models: list[BenchModel], settings: Settings, *, runtimes: list[st
         latency = measure([c.runner for c in working], timing)
     rows = []
     for i, cand in enumerate(working):
-        status, reason = verdict.get(cand.key, ("ok", None))
         for batch in timing.batch_sizes:
+            results, verdict = scored.get(batch, ({}, {}))
+            status, reason = export_refusal(cand, batch) or verdict.get(cand.key, ("ok", None))
             row = _row(cand.loaded, cand.runtime, cand.precision, cand.artefact, batch, status, reason, cand.path)
             for name, value in latency[i, batch].items():
                 setattr(row, name, value)
-            if results is not None:
+            if cand.key in results:
                 row.top1, row.max_abs_diff = results[cand.key].top1, max_abs_diff(results, cand.key)
             rows.append(row)
     for cand in (c for c in candidates if c.key in failed):  # not built or run: no numbers (nor file read), the reason

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...pipeline.errors import CakdError
 from ...pipeline.reporting.metrics import drop_gate, top1_accuracy
 from ..runtimes import RUNTIMES
 
@@ -37,6 +38,17 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Loader) ->
         return kept[-1]
 
     return Accuracy(top1_accuracy(recording, loader), torch.cat(kept))
+
+
+def rebatched(loader: Loader, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's images and labels, in order, in batches of ``batch_size``: a runtime's answers can depend on
+    the batch (OpenVINO scored one INT8 file 97.33% at batch 8 and 60.89% at 64), so each batch size a row or a
+    gate speaks for is scored at that batch size."""
+    pairs = [(x, torch.as_tensor(y)) for x, y in loader]
+    if not pairs:
+        raise CakdError("the evaluation set is empty")
+    images, labels = zip(*pairs, strict=True)
+    return list(zip(torch.cat(images).split(batch_size), torch.cat(labels).split(batch_size), strict=True))
 
 
 def reference_chain(runtime: str) -> list[str]:

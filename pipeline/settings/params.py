@@ -327,6 +327,7 @@ class BenchParams(Section):
     pick_tolerance: float = Field(1.0, ge=0)  # no budget: the fastest artefact within this of the most accurate
     budget_ms: float | None = Field(None, gt=0)  # the pick: the most accurate artefact whose batch-1 p50 fits
     min_speedup: float | None = Field(2.0, gt=0)  # ... and that runs this many times faster than the teacher
+    keep_slower_int8: bool = False  # an INT8 row no faster than its FP32 is never picked, unless this says keep it
 
     @field_validator("batch_sizes")
     @classmethod

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...export.decide.picks import TEACHER, picks
+from ...export.decide.int8_pays import unpaid_lines
+from ...export.decide.picks import TEACHER, picks, reference_batch
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
 from ...export.exported import REPORT, Exported, read_export
 from ...export.make.gate_data import GateData, gate_data
@@ -47,6 +48,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
         return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
     from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
+    from ...export.make.runtime_gate import serving_of
 
     folder = exports / folder_name(item.label)
     console.print(f"exporting {item.path} for the bench through cakd export's gates -> {folder}", markup=False)
@@ -56,7 +58,7 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
         in_chans, img_size = _input_of(item)
         data = GateData(torch.randn(8, in_chans, img_size, img_size))
     export_model(item.path, folder, artefacts_for(params.deploy.runtimes, params.deploy.precisions),
-                 params.export, data)
+                 params.export, data, serving=serving_of(params))
     return read_export(folder)
 
 
@@ -126,7 +128,8 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
         merged = merge_target(rows, name, target_rows, scores, bench.runtime_max_drop)
         rows += merged
         runtimes += sorted({r.runtime for r in merged} - set(runtimes))
-    chosen = picks(rows, runtimes, bench.budget_ms, bench.pick_tolerance, bench.min_speedup)
+    chosen = picks(rows, runtimes, bench.budget_ms, bench.pick_tolerance, bench.min_speedup,
+                   bench.keep_slower_int8)
     result = {
         "system": {**system_info(bench.threads), "load_before": load_before, "load_after": load_after,
                    "load_warning": warning},
@@ -137,6 +140,7 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
         "notes": notes + ([warning] if warning else []),
         "rows": [row.to_dict() for row in rows],
         "picks": [pick.to_dict() for pick in chosen],
+        "int8_unpaid": unpaid_lines(rows, reference_batch(rows), bench.keep_slower_int8),
     }
     has_accuracy = any(row.top1 is not None for row in rows)
     result["pareto_png"] = str(png_path) if has_accuracy else None
@@ -146,6 +150,6 @@ def run(params: Params, items: list[str], out_dir: Path, manifest: Path | None =
         write_json(json_path, result)
         write_csv(rows, csv_path)
     print_table(result, rows, console)
-    for pick in chosen:
-        console.print(pick.line, markup=False)
+    for line in [*result["int8_unpaid"], *(pick.line for pick in chosen)]:
+        console.print(line, markup=False)
     return result

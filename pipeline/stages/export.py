@@ -17,10 +17,11 @@ from rich.table import Table
 
 from ...export.artefacts import FILES
 from ...export.bundle.make import Bundle
-from ...export.exported import REPORT, read_export
+from ...export.exported import REPORT, read_export, runtime_refusals
 from ...export.make.artefacts import QAT_KINDS, artefacts_for, export_key, export_model
 from ...export.make.gate_data import gate_data
 from ...export.make.qat import QatJob, require_modelopt
+from ...export.make.runtime_gate import serving_of
 from ...export.runtimes import RUNTIMES, Artefact, Precision
 from ...export.runtimes.tensorrt_gpu import build_engine, unavailable
 from ..errors import CakdError
@@ -48,7 +49,8 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
     if fmt == "trt" and trt_artefact(cfg.trt.precision) not in kinds:
         kinds = artefacts_for([*params.deploy.runtimes, "tensorrt"], [*precisions, cfg.trt.precision])
     qat = QatJob(params, manifest, teacher, qat_dir or checkpoint.parent / "qat")
-    report = _reusable(out_dir, checkpoint, export_key(cfg, kinds, qat)) if fmt == "trt" else None
+    serving = serving_of(params)
+    report = _reusable(out_dir, checkpoint, export_key(cfg, kinds, qat, serving)) if fmt == "trt" else None
     if report is None:
         model = load_model(checkpoint)  # the checkpoint is the first thing a user gets wrong: check it first
         may_train = any(kind in QAT_KINDS for kind in kinds) and params.qat.mode != "off"
@@ -60,7 +62,7 @@ def run(params: Params, checkpoint: Path, manifest: Path, out_dir: Path, fmt: Li
             check_out_dir(qat.qat_dir, "--qat-dir" if qat_dir is not None else "QAT's folder (qat/ by --checkpoint)")
         if qat_dir is not None:  # a DVC output (dvc.yaml names it) even when QAT is not needed; the default
             qat.qat_dir.mkdir(parents=True, exist_ok=True)  # next to --checkpoint is made only by a training run
-        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat,
+        report = export_model(checkpoint, out_dir, kinds, cfg, gate_data(params, manifest), model, qat, serving,
                               Bundle.of(params, manifest, out_dir.name, trt=fmt == "trt",
                                         teacher_run=checkpoint.resolve() == layout.TEACHER_MODEL.resolve()))
     print_export(report, out_dir)
@@ -128,8 +130,11 @@ def export_table(report: dict) -> tuple[Table, list[str]]:
             table.add_row(kind, escape(entry["file"] or "-"), size, escape(_check_text(entry)))
         else:
             groups.setdefault((entry["status"], entry["reason"] or "no reason recorded"), []).append(kind)
-    return table, [f"[yellow]{status}[/yellow] {escape(', '.join(kinds))}: {escape(reason)}"
-                   for (status, reason), kinds in groups.items()]
+    lines = [f"[yellow]{status}[/yellow] {escape(', '.join(kinds))}: {escape(reason)}"
+             for (status, reason), kinds in groups.items()]
+    lines += [f"[yellow]{kind} on {runtime}[/yellow] {escape(said)}" for kind, entry in report["artefacts"].items()
+              for runtime, said in runtime_refusals(entry).items()]
+    return table, lines
 
 
 def _check_text(entry: dict) -> str:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...export.artefacts import int8_kinds
-from ...export.exported import read_export
+from ...export.exported import read_export, runtime_refusals
 from ...export.measure.bench_report import read_bench_report
 from ...export.measure.rows import BenchRow, Pick
 from ..files import layout
@@ -38,7 +38,8 @@ def int8_outcome(artefacts: dict) -> str:
         gate, how = entry.get("gate") or {}, _how_trained(entry.get("qat"))
         if entry["status"] == "ok":
             parts.append(f"{kind}{how} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, "
-                         f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)")
+                         f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)"
+                         + "".join(f", on {rt} {said}" for rt, said in runtime_refusals(entry).items()))
         else:
             parts.append(f"{kind}{how} {entry['status']}: {entry['reason']}")
     shipped = [kind for kind, entry in entries.items() if entry["status"] == "ok"]
@@ -100,6 +101,7 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
             "runtime_failures": runtime_failures(rows, name),
         }
     result["deploy"] = {p.runtime: {k: v for k, v in p.to_dict().items() if k != "runtime"} for p in chosen}
+    result["int8_unpaid"] = bench.get("int8_unpaid", [])  # where INT8 is no faster than FP32 (int8_pays)
     result["deploy_lines"] = [p.line for p in chosen]
     return result
 
@@ -140,7 +142,7 @@ def print_summary(summary: dict) -> None:
     t = summary["teacher"]
     console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"
                          f"{_failures(t)}"))
-    for line in summary["deploy_lines"]:
+    for line in [*summary.get("int8_unpaid", []), *summary["deploy_lines"]]:
         console.print(escape(line))
 
 
