@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from ..data import build_datasets, build_mixup, load_manifest, resolve_workers
 from ..distill import METHODS, Distiller, build_distiller
 from ..errors import CakdError
@@ -118,6 +120,8 @@ def summarise(plan: Plan, params: Params, result: FitResult, distiller: Distille
         "world_size": placement.world_size,
         "effective_batch_size": params.train.batch_size,  # the global batch, split over the processes
         "recipe": result.recipe,
+        "gpu_memory_mb": (round(torch.cuda.max_memory_allocated(placement.device) / 2**20)
+                          if placement.device.type == "cuda" else None),  # this process's peak
         "rank_digests": result.rank_digests,
     }
     if plan.role == "teacher":
