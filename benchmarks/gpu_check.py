@@ -30,7 +30,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("pydantic", "onnx")  # not on a bare GPU machine; torch, timm, onnxruntime, typer, rich, yaml are
-ARCHIVE = ROOT / "shared/data/cifar10-jpg.tar.gz"
+# shared/ inside the checkout on a device machine, beside it on a development machine
+ARCHIVE = next((p for p in (ROOT / "shared", ROOT.parent / "shared") if p.is_dir()), ROOT / "shared") / \
+    "data/cifar10-jpg.tar.gz"
 
 
 def put_checkout_first(out: Path, wheels: Path | None) -> dict:
