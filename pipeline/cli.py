@@ -88,11 +88,13 @@ def prepare(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
 def train_teacher(params: ParamsOption = Path("params.yaml"), set_: SetOption = None,
                   data: Path = DATA, out: Path = layout.TEACHER_DIR, metrics: MetricsOption = None,
                   resume: ResumeOption = False) -> None:
-    """Train, fine-tune or take as is (train.epochs: 0) the teacher; also under torchrun (multi-GPU DDP)."""
+    """Train, fine-tune or take as is (train.epochs: 0) the teacher; several processes (DDP) with machine.gpus."""
     from .stages import train as stage
+    from .training.launch import relaunch_if_asked
 
     cfg = _params(params, set_)
     _outputs(out, metrics)
+    relaunch_if_asked(cfg.machine)
     stage.run("teacher", cfg, data, out, resume=resume, metrics_path=metrics or out / "metrics.json")
 
 
@@ -105,12 +107,14 @@ def distill(params: ParamsOption = Path("params.yaml"), set_: SetOption = None, 
             metrics: MetricsOption = None, resume: ResumeOption = False) -> None:
     """Distill the teacher into the student (method 'ce' trains the student alone: the baseline)."""
     from .stages import train as stage
+    from .training.launch import relaunch_if_asked
 
     overrides = list(set_ or []) + ([f"distill.method={method}"] if method else [])
     cfg = _params(params, overrides)
     chosen = cfg.student(student)
     out = out or layout.student_dir(chosen.name, "baseline" if method == "ce" else "distill")
     _outputs(out, metrics)
+    relaunch_if_asked(cfg.machine)
     stage.run("student", cfg, data, out, teacher, resume=resume, metrics_path=metrics or out / "metrics.json",
               student=chosen)
 

@@ -83,3 +83,14 @@ def project(tmp_path: Path) -> Path:
     valid = Params.model_validate(params)
     prepare_data(valid.data, valid.seed, tmp_path / "artifacts/data")  # what `cakd prepare` runs, in-process
     return tmp_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``cuda`` tests run wherever PyTorch sees a CUDA GPU, and are skipped (with the reason) only where it sees
+    none: no option turns them off on a GPU machine."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU is visible to PyTorch")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

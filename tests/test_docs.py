@@ -97,7 +97,7 @@ def test_export_page_names_the_trtexec_script_export_writes_by_default(tmp_path:
     assert f"`{script.name}` by default" in page
 
 
-@pytest.mark.parametrize("path", ["dvc_plots/index.html", ".ci/venv/bin/python"])
+@pytest.mark.parametrize("path", ["dvc_plots/index.html", ".ci/venv/bin/python", "gpu-check/gpu_check.json"])
 def test_generated_folders_are_git_ignored(path: str) -> None:
     proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
     assert proc.returncode == 0, f"{path} is not git-ignored"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ...pipeline.data import build_datasets, load_manifest, spread_sample
+from ...pipeline.data import build_datasets, load_manifest, resolve_workers, spread_sample
 from ...pipeline.reporting import profiling
 from ...pipeline.settings.params import Params
 
@@ -35,4 +35,5 @@ def gate_data(params: Params, manifest: Path) -> GateData:
         train_ds, test_ds = build_datasets(params.data, load_manifest(manifest), params.seed, train_augment=False)
         return GateData(spread_sample(test_ds, params.export.parity_images),
                         spread_sample(train_ds, params.export.calib_images),
-                        DataLoader(test_ds, batch_size=EVAL_BATCH, num_workers=params.machine.num_workers))
+                        DataLoader(test_ds, batch_size=EVAL_BATCH,
+                                   num_workers=resolve_workers(params.machine.num_workers, test_ds)))

@@ -32,7 +32,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ...pipeline.data import build_datasets, load_manifest
+from ...pipeline.data import build_datasets, load_manifest, resolve_workers
 from ...pipeline.distill.kd import KD
 from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import file_sha256
@@ -192,7 +192,8 @@ def train_qat(job: QatJob, model: StagedModel, source: Path, calib_images: torch
     student = quantise(model, calib_images, mtq)
     kd = KDParams(temperature=qat.temperature, weight=qat.kd_weight, ce_weight=qat.ce_weight)
     distiller = QatKD(student, supervisor, DistillParams(method="kd", kd=kd))
-    recipe = params.train.model_copy(update={"warmup_epochs": 0})  # a fine-tune starts at its learning rate
+    # A fine-tune starts at its learning rate; ModelOpt's quantisers are not compiled (untested there).
+    recipe = params.train.model_copy(update={"warmup_epochs": 0, "compile": False})
     run_id = fingerprint(qat, recipe, params.data, params.seed, manifest["content_hash"], file_sha256(source),
                          file_sha256(job.supervisor) if job.supervisor is not None else None, len(calib_images),
                          LIBRARY, version, CONFIG)
@@ -204,7 +205,7 @@ def train_qat(job: QatJob, model: StagedModel, source: Path, calib_images: torch
     try:
         result = fit(distiller, train_ds, test_ds, recipe, job.qat_dir, placement, seed=params.seed,
                      fingerprint=run_id, resume=True, epochs=qat.epochs, lr=qat.lr,
-                     num_workers=params.machine.num_workers, label="qat")
+                     num_workers=resolve_workers(params.machine.num_workers, train_ds), label="qat")
     except TrainingDiverged as err:
         details["seconds"] = round(time.perf_counter() - started, 1)
         return QatResult(f"quantisation-aware training diverged: {err}", details)

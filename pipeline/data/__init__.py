@@ -5,9 +5,11 @@
 """
 
 from .build import build_datasets, spread_sample
+from .loading import resolve_workers
 from .manifest import load_manifest
 from .mixup import build_mixup
 from .prepare import prepare_data
 from .sources import available_sources
 
-__all__ = ["available_sources", "build_datasets", "build_mixup", "load_manifest", "prepare_data", "spread_sample"]
+__all__ = ["available_sources", "build_datasets", "build_mixup", "load_manifest", "prepare_data", "resolve_workers",
+           "spread_sample"]

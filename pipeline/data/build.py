@@ -30,7 +30,7 @@ def pool_dataset(cfg: DataParams, pools: Pools, split: str, indices: list[int], 
     sized = len(indices) * 3 * cfg.img_size ** 2 <= PRESIZE_BYTES
     if sized:
         images = to_size(images, cfg.img_size).contiguous()
-    return TensorImageDataset(images, labels, build_transform(cfg, mean, std, train, sized=sized))
+    return TensorImageDataset(images, labels, build_transform(cfg, mean, std, train, sized=sized), presized=sized)
 
 
 def build_datasets(cfg: DataParams, manifest: dict, seed: int,

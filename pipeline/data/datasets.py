@@ -64,10 +64,12 @@ def eight_bit(img: Image.Image) -> Image.Image:
 class TensorImageDataset(Dataset):
     """Images held as one uint8 ``NxCxHxW`` tensor: an item costs only its transforms, no decoding."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable, presized: bool = False
+                 ) -> None:
         self.images = images
         self.targets = labels.tolist()
         self.transform = transform
+        self.presized = presized  # already at the training size: an item is a crop and a flip, no resize
 
     def __len__(self) -> int:
         return len(self.targets)

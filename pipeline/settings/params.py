@@ -157,6 +157,7 @@ class TrainParams(Section):
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float = Field(0.0, ge=0)
     amp: Literal["auto", "off"] = "auto"  # auto = bf16/fp16 autocast when CUDA is present
+    compile: bool = False  # torch.compile the trained and frozen models' pieces (docs/GPU.md); rounding differs
     eval_every: int = Field(5, ge=1)  # test-set evaluation and best.pt every N epochs and after the last
 
 
@@ -338,11 +339,15 @@ class BenchParams(Section):
 
 
 class MachineParams(Section):
-    """How a run uses this machine, never what it computes: no DVC stage lists it, no fingerprint hashes it,
-    so changing it re-runs nothing and a checkpoint still resumes."""
+    """How a run uses this machine, never what it computes: no DVC stage lists it, so changing it re-runs
+    nothing. No fingerprint hashes it, except that a checkpoint resumes only under the training process count
+    (``gpus`` x ``nnodes``) that made it (docs/GPU.md)."""
 
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
-    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # DataLoader processes; auto: docs/GPU.md
+    gpus: int = Field(1, ge=1)  # training processes per node (CUDA GPUs; on CPU, gloo processes): >1 runs torchrun
+    nnodes: int = Field(1, ge=1)  # nodes of a multi-node training run, each running the same cakd command
+    rdzv_endpoint: str = ""  # host:port every node reaches (node 0's) when nnodes > 1
 
 
 

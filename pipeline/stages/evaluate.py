@@ -16,7 +16,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import build_datasets, load_manifest
+from ..data import build_datasets, load_manifest, resolve_workers
 from ..distill import load_assistant
 from ..files.fileio import atomic_path, write_json, write_text
 from ..models import load_model
@@ -50,7 +50,7 @@ def run(params: Params, chosen: Student, manifest_path: Path, teacher: Path, bas
     classes = [str(c) for c in manifest["classes"]]
     with profiling.phase("data"):
         _, test_ds = build_datasets(params.data, manifest, params.seed, train_augment=False)
-    loader = DataLoader(test_ds, batch_size=256, num_workers=params.machine.num_workers)
+    loader = DataLoader(test_ds, batch_size=256, num_workers=resolve_workers(params.machine.num_workers, test_ds))
 
     models: dict[str, nn.Module] = {"teacher": load_model(teacher), "baseline": load_model(baseline),
                                     "student": load_model(student)}

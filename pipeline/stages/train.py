@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..data import build_datasets, build_mixup, load_manifest
+import torch
+
+from ..data import build_datasets, build_mixup, load_manifest, resolve_workers
 from ..distill import METHODS, Distiller, build_distiller
 from ..errors import CakdError
 from ..files.fileio import file_sha256, write_json
@@ -90,11 +92,15 @@ def run(role: Role, params: Params, manifest_path: Path, out_dir: Path, teacher_
         if placement.is_main and source.report:
             console.print(source.report)
         distiller = build_distiller(plan.method, model, teacher, params.distill)
+        # Several processes draw each step's images as one does, but BatchNorm sees each process's share:
+        # a checkpoint resumes only under the process count that made it (one process: the key it always had).
+        processes = (placement.world_size,) if placement.distributed else ()
         run_id = fingerprint(*plan.run_parts, manifest["content_hash"], source.sha256,
-                             file_sha256(teacher_path) if teacher is not None else None)
+                             file_sha256(teacher_path) if teacher is not None else None, *processes)
         result = fit(distiller, train_ds, test_ds, params.train, out_dir, placement, seed=params.seed,
                      fingerprint=run_id, resume=resume, epochs=plan.epochs, lr=plan.lr,
-                     mixup=build_mixup(params.data, manifest["num_classes"]), num_workers=params.machine.num_workers,
+                     mixup=build_mixup(params.data, manifest["num_classes"]),
+                     num_workers=resolve_workers(params.machine.num_workers, train_ds, placement.local_world),
                      role=role, label=plan.label)
         summary = summarise(plan, params, result, distiller, source, placement)
         if placement.is_main:
@@ -118,7 +124,10 @@ def summarise(plan: Plan, params: Params, result: FitResult, distiller: Distille
         "epochs": plan.epochs,
         "seconds_per_epoch": result.seconds_per_epoch,
         "world_size": placement.world_size,
-        "effective_batch_size": params.train.batch_size * placement.world_size,
+        "effective_batch_size": params.train.batch_size,  # the global batch, split over the processes
+        "recipe": result.recipe,
+        "gpu_memory_mb": (round(torch.cuda.max_memory_allocated(placement.device) / 2**20)
+                          if placement.device.type == "cuda" else None),  # this process's peak
         "rank_digests": result.rank_digests,
     }
     if plan.role == "teacher":

@@ -9,29 +9,26 @@ exactly the epochs an uninterrupted one would have run.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from dvclive import Live
-from dvclive import env as dvclive_env
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from scmrepo.exceptions import SCMError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 from timm.utils import NativeScaler, dispatch_clip_grad, distribute_bn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from ..data.loading import SeededSampler, eval_loader, train_loader
 from ..distill.base import Distiller
 from ..errors import CakdError
 from ..files.checkpoints import load_checkpoint, save_checkpoint
@@ -41,6 +38,10 @@ from ..reporting.metrics import top1_accuracy, top1_hits
 from ..reporting.ui import console
 from ..settings.params import TrainParams
 from .placement import Placement, gather_strings, seed_everything, weights_digest
+from .recipe import RecipePlan, apply_recipe, autocast_dtype, plan_recipe, to_input_format
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 
 class TrainingDiverged(CakdError):
@@ -55,14 +56,14 @@ class FitResult:
     seconds_per_epoch: float
     history: list[dict[str, float]] = field(default_factory=list)
     rank_digests: list[str] = field(default_factory=list)  # hash of the trained weights, one per DDP rank
+    recipe: dict = field(default_factory=dict)  # what the CUDA recipe switched on (RecipePlan.as_dict)
 
 
 @dataclass
 class Loaders:
     train: DataLoader
     test: DataLoader
-    sampler: DistributedSampler | None  # under torchrun; else the RandomSampler draws from ``generator``
-    generator: torch.Generator
+    sampler: SeededSampler  # fit sets its epoch seed: the order and every item's augmentation
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Run:
     label: str  # what the console calls the run ("teacher", a method name)
     epochs: int
     eval_every: int = 1  # test-set evaluation (and best.pt) every this many epochs, and after the last
+    plan: RecipePlan = RecipePlan((), (), "off")  # the CUDA recipe fit applied
 
     def evaluates_after(self, epoch: int) -> bool:
         return epoch == self.epochs or epoch % self.eval_every == 0
@@ -110,17 +112,12 @@ class Run:
 
 def build_loaders(train_ds: Dataset, test_ds: Dataset, batch_size: int, placement: Placement, seed: int,
                   num_workers: int = 0) -> Loaders:
-    """Shuffled, full training batches (a distributed sampler under torchrun) and a plain test loader."""
-    if len(train_ds) < batch_size * placement.world_size:
-        raise CakdError(f"training set has {len(train_ds)} images, fewer than one batch "
-                        f"({batch_size} x {placement.world_size} processes): lower train.batch_size")
-    sampler = (DistributedSampler(train_ds, placement.world_size, placement.rank, shuffle=True, seed=seed)
-               if placement.distributed else None)
-    generator = torch.Generator()
-    train = DataLoader(train_ds, batch_size=batch_size, drop_last=True, num_workers=num_workers,
-                       sampler=sampler or RandomSampler(train_ds, generator=generator), persistent_workers=False)
-    test = DataLoader(test_ds, batch_size=max(batch_size, 128), num_workers=num_workers)
-    return Loaders(train, test, sampler, generator)
+    """Shuffled, full, seeded training batches (``batch_size`` is the global batch, split over the processes of
+    a torchrun job) and a plain test loader; ``seed`` is the first epoch's until fit sets each epoch's."""
+    train, sampler = train_loader(train_ds, batch_size, placement.rank, placement.world_size, num_workers,
+                                  placement.device)
+    sampler.set_epoch_seed(seed)
+    return Loaders(train, eval_loader(test_ds, max(batch_size, 128), num_workers, placement.device), sampler)
 
 
 def build_optimisation(distiller: Distiller, recipe: TrainParams, lr: float, epochs: int, steps_per_epoch: int,
@@ -136,8 +133,8 @@ def build_optimisation(distiller: Distiller, recipe: TrainParams, lr: float, epo
             optimizer, sched=recipe.sched, num_epochs=epochs, warmup_epochs=recipe.warmup_epochs,
             decay_epochs=max(1, epochs // 3), step_on_epochs=False, updates_per_epoch=steps_per_epoch)
     autocast, scaler = nullcontext(), None
-    if placement.device.type == "cuda" and recipe.amp != "off":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = autocast_dtype(placement.device.type, recipe.amp)
+    if dtype is not None:
         autocast = torch.autocast("cuda", dtype=dtype)
         scaler = NativeScaler("cuda") if dtype == torch.float16 else None
     return Optimisation(optimizer, scheduler, scaler, autocast, trainable, recipe.grad_clip)
@@ -197,6 +194,7 @@ def train_one_epoch(run: Run, step_module: nn.Module, loaders: Loaders, opt: Opt
     for i, (images, labels) in enumerate(loaders.train):
         device = run.placement.device
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images = to_input_format(images, run.plan)
         images, targets = mixup(images, labels) if mixup is not None else (images, labels)
         with opt.autocast:
             logits, losses = step_module(images, targets, epoch=epoch + i / steps)
@@ -230,7 +228,7 @@ def evaluate_heads(distiller: Distiller, loader: DataLoader, device: torch.devic
     logits: dict[str, list[torch.Tensor]] = {}
     labels = []
     for images, y in loader:
-        for name, out in distiller.eval_logits(images.to(device)).items():
+        for name, out in distiller.eval_logits(images.to(device, non_blocking=True)).items():
             logits.setdefault(name, []).append(out.float().cpu())
         labels.append(torch.as_tensor(y))
     batch = torch.cat(labels)
@@ -252,9 +250,10 @@ def end_of_epoch(run: Run, state: RunState, loaders: Loaders, record: dict[str, 
             heads = evaluate_heads(run.distiller, loaders.test, run.placement.device, run.role)
     record.update({f"test/acc_{name}": acc for name, acc in heads.items()})
     state.history.append({"epoch": state.epoch, **record})
-    for key, value in record.items():
-        live.log_metric(key, value)
-    live.next_step()
+    if live is not None:
+        for key, value in record.items():
+            live.log_metric(key, value)
+        live.next_step()
     if heads and heads[run.role] > state.best:
         state.best, state.best_epoch = heads[run.role], state.epoch
         state.best_weights = {k: v.detach().clone() for k, v in run.distiller.student.state_dict().items()}
@@ -283,12 +282,13 @@ def finish(run: Run, state: RunState, live: Live | None, epochs_run: int) -> Fit
     if run.placement.is_main:
         save_model(run.distiller.student, run.out_dir / "model.pt",
                    {"epochs": run.epochs, "accuracy": final.get(run.role)})
-        live.end()
+        if live is not None:
+            live.end()
     # From the history, so a resumed (or already finished) run reports every epoch, not only its own.
     epoch_times = [row["epoch_seconds"] for row in state.history if "epoch_seconds" in row]
     return FitResult(accuracy=final, best_accuracy=state.best, epochs_run=epochs_run,
                      seconds_per_epoch=sum(epoch_times) / len(epoch_times) if epoch_times else 0.0,
-                     history=state.history, rank_digests=digests)
+                     history=state.history, rank_digests=digests, recipe=run.plan.as_dict())
 
 
 def use_as_is(run: Run, loaders: Loaders) -> FitResult:
@@ -327,14 +327,12 @@ def fit(
     loaders = build_loaders(train_ds, test_ds, recipe.batch_size, placement, seed, num_workers)
     if run.epochs == 0:
         return use_as_is(run, loaders)
+    run.plan = plan_recipe(distiller, placement.device.type, recipe.amp, recipe.compile)
+    apply_recipe(distiller, run.plan)
     opt = build_optimisation(distiller, recipe, lr or recipe.lr, run.epochs, len(loaders.train), placement)
     state = restore(run, opt) if resume else RunState()
     start = state.epoch
-    step_module: nn.Module = distiller  # distiller(images, targets) is its training step
-    if placement.distributed:  # DDP averages gradients across ranks
-        cuda = placement.device.type == "cuda"
-        step_module = DistributedDataParallel(distiller, device_ids=[placement.device.index] if cuda else None,
-                                              find_unused_parameters=True)
+    step_module = _step_module(distiller, placement)
     live = open_live(run, resume=start > 0, lr=lr or recipe.lr, batch_size=recipe.batch_size)
     if live is not None:
         live.step = start
@@ -344,9 +342,7 @@ def fit(
     with progress:
         for epoch in range(start, run.epochs):
             seed_everything(seed * 1000 + epoch)
-            loaders.generator.manual_seed(seed * 1000 + epoch)
-            if loaders.sampler is not None:
-                loaders.sampler.set_epoch(epoch)
+            loaders.sampler.set_epoch_seed(seed * 1000 + epoch)
             with profiling.phase("training"):
                 record = train_one_epoch(run, step_module, loaders, opt, epoch, mixup, progress)
             if placement.distributed:  # BatchNorm statistics drift per rank: rank 0's become everyone's
@@ -360,31 +356,34 @@ def fit(
     return finish(run, state, live, run.epochs - start)
 
 
-class RunLive(Live):
-    """dvclive writing only its own folder when no DVC command runs this one (``DVC_ROOT`` unset).
-
-    There dvclive's DVC side has nothing to record into (no experiment, no ``dvc.yaml``: ``save_dvc_exp`` and
-    ``dvcyaml`` are off) yet opens the DVC repository, which writes DVC's site cache
-    (``/var/tmp/dvc/repo/<token>/``) and ``.dvc/tmp/``, and in a git repository without DVC even runs
-    ``dvc init``. Under ``dvc repro`` / ``dvc exp run`` dvclive keeps its own behaviour."""
-
-    def _init_dvc(self) -> None:
-        if os.getenv(dvclive_env.DVC_ROOT):
-            super()._init_dvc()
-        else:
-            self._dvc_file = "dvc.yaml"  # what dvclive's own setup sets; unused with dvcyaml=False
+def _step_module(distiller: Distiller, placement: Placement) -> nn.Module:
+    """What a training step calls: the distiller, or under torchrun its DDP wrapper (averages gradients)."""
+    if not placement.distributed:
+        return distiller
+    cuda = placement.device.type == "cuda"
+    return DistributedDataParallel(distiller, device_ids=[placement.device.index] if cuda else None,
+                                   find_unused_parameters=True)
 
 
 def open_live(run: Run, resume: bool, **params: float) -> Live | None:
-    """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522)."""
+    """dvclive's metrics and plots (rank 0 only); it stumbles on a git repository without commits (dvclive#522).
+
+    Without dvclive installed (it brings DVC: a bare GPU machine, benchmarks/gpu_check.py) a run has no
+    ``live/`` folder; metrics.json and the checkpoint's history still hold every epoch."""
     if not run.placement.is_main:
+        return None
+    try:
+        from scmrepo.exceptions import SCMError
+
+        from .live import RunLive
+    except ImportError:
+        console.print("[yellow]dvclive is not installed: no live/ logs for this run")
         return None
     folder = run.out_dir / "live"
     try:
         live = RunLive(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=False)
         world = run.placement.world_size
-        live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params,
-                         **({"effective_batch_size": params["batch_size"] * world} if "batch_size" in params else {})})
+        live.log_params({"role": run.role, "label": run.label, "epochs": run.epochs, "world_size": world, **params})
     except SCMError as err:
         raise CakdError(f"dvclive cannot log inside this git repository ({err}): make a first commit") from None
     except OSError:  # e.g. a full disk: dvclive writes in place, so what it began of a new log goes

@@ -18,6 +18,7 @@ class Placement:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    local_world: int = 1  # processes on this node (torchrun's --nproc-per-node): they share its cores
 
     @property
     def is_main(self) -> bool:
@@ -42,7 +43,7 @@ def place(threads: int = 0) -> Placement:
             device = torch.device("cpu")
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return Placement(device, rank, world_size)
+        return Placement(device, rank, world_size, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return Placement(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
