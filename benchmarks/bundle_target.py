@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, default=Path("artifacts/data/manifest.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bundle_target.json"))
+    parser.add_argument("--note", default="", help="how the exports were made (recorded in the JSON)")
     args = parser.parse_args()
     params, manifest = load_params(args.params), load_manifest(args.manifest)
     results, envs = [], {}
@@ -111,7 +112,8 @@ def main() -> int:
                         print(json.dumps({k: v for k, v in results[-1].items() if k != "system"}), flush=True)
     passed = all(r["self_test_exit"] == 0 and r.get("same_top1_per_image_as_bench") == r.get("images")
                  and r.get("rows_valid") for r in results)
-    args.out.write_text(json.dumps({"environments": envs, "results": results, "passed": passed}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"note": args.note, "environments": envs, "results": results, "passed": passed},
+                                   indent=2) + "\n")
     return 0 if passed else 1
 
 
