@@ -156,6 +156,8 @@ NO_RESULTS = {
     "cakd.pipeline.files.telemetry": "switches onnxruntime's and OpenVINO's telemetry off",
     "cakd.pipeline.reporting.ui": "the console: what is printed, not what is written",
     "cakd.pipeline.reporting.profiling": "where a process spends its time (CAKD_PROFILE), not its results",
+    "cakd.pipeline.training.launch": "cli.py's torchrun relaunch from machine.* (listed by no stage: the global batch "
+                                     "is kept whatever the process count)",
 }
 
 
