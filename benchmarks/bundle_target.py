@@ -28,7 +28,7 @@ from cakd.export.measure.rows import COLUMNS, BenchRow  # noqa: E402
 from cakd.export.runtimes import RUNTIMES, Session, Settings  # noqa: E402
 from cakd.pipeline.data import build_datasets, load_manifest  # noqa: E402
 from cakd.pipeline.data.sources import load_pools  # noqa: E402
-from cakd.pipeline.settings.params import load_params  # noqa: E402
+from cakd.pipeline.settings.loading import load_params  # noqa: E402
 from tests.minimal_env import clean_env, installed, minimal_env  # noqa: E402
 
 ENVS = {"onnxruntime": ["numpy", "pillow", "onnxruntime", "flatbuffers", "packaging", "protobuf"],

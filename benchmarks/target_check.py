@@ -56,7 +56,7 @@ def cakd(*args: str, cwd: Path) -> str:
 
 def project(folder: Path, args: argparse.Namespace) -> Path:
     """params.yaml as shipped, the overrides applied, the first ``--candidates`` candidates kept; prepared."""
-    from cakd.pipeline.settings.params import apply_override
+    from cakd.pipeline.settings.overrides import apply_override
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -18,7 +18,7 @@ import yaml
 from cakd.export.decide.noise import budget_line, standing
 from cakd.export.decide.target import profiled, read_manifest, read_results
 from cakd.export.measure.rows import BenchRow
-from cakd.pipeline.settings.params import load_params
+from cakd.pipeline.settings.loading import load_params
 from cakd.pipeline.stages import shortlist
 from tests.conftest import run_cakd, run_cakd_here
 from tests.minimal_env import clean_env, installed, minimal_env

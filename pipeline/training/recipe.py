@@ -42,7 +42,7 @@ def plan_recipe(distiller: Distiller, device_type: str, amp: str, compile_: bool
     """channels_last for convolutional models on CUDA (cuDNN's NHWC kernels, Tensor Cores; a ViT's one patch
     convolution gains nothing); torch.compile where asked, on any device; autocast as ``autocast_dtype``."""
     models = models_of(distiller)
-    nhwc = tuple(role for role, model in models.items() if device_type == "cuda" and model.family == "cnn")
+    nhwc = tuple(role for role, model in models.items() if device_type == "cuda" and model.arch == "cnn")
     compiled = tuple(models) if compile_ else ()
     dtype = autocast_dtype(device_type, amp, bf16)
     return RecipePlan(nhwc, compiled, str(dtype).removeprefix("torch.") if dtype is not None else "off")
