@@ -47,5 +47,6 @@ def installed(python: Path) -> list[str]:
     out = subprocess.run([str(python), "-c", "from importlib import metadata\n"
                           "print('\\n'.join(sorted(f\"{d.metadata['Name']}=={d.version}\" "
                           "for d in metadata.distributions())))"],
-                         check=True, capture_output=True, text=True, env=clean_env()).stdout
+                         check=True, capture_output=True, text=True, env=clean_env(),
+                         cwd=python.parent).stdout  # not the clone's root: its cakd.egg-info would count
     return out.split()

@@ -177,7 +177,8 @@ def test_a_target_with_only_a_runtime_self_tests_benches_and_scores(
     names = {line.split("==")[0].lower() for line in installed(python)}
     assert names == {n.lower() for n in (ORT_ENV if env == "onnxruntime" else OPENVINO_ENV)}
     for module in ("torch", "cakd"):
-        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, env=clean_env())
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, env=clean_env(),
+                               cwd=python.parent)
         assert probe.returncode != 0, f"{module} is importable in the minimal environment"
     data = Path(params.data.root) / "val"
     checked = call(python, folder, "--self-test", "--artefact", "all", "--runtime", env)
