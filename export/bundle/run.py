@@ -41,7 +41,7 @@ RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 # torchvision's ``antialias=True``); cakd refuses to export a bundle whose resize is not listed here.
 PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 MAX_PIXELS = 40_000_000
-P99_MIN_RUNS = 100
+P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -329,7 +329,8 @@ def likely_cause(folder: Path, bundle: dict, index: dict, record: dict) -> str:
 
 
 def percentiles(rounds: list[list[float]], batch: int) -> dict:
-    """cakd bench-latency's statistics: p50/p90 over all calls, the spread of per-round p50s, p99 from 100 calls."""
+    """The statistics of cakd bench-latency and of this runner alike (the bench imports this function): p50/p90
+    over all calls, the spread of per-round p50s, p99 from 100 calls."""
     ms = np.concatenate([np.asarray(r) for r in rounds]) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     per_round = [float(np.median(np.asarray(r) * 1e3)) for r in rounds]

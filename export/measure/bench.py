@@ -12,14 +12,12 @@ status and reason, and the bench goes on.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -28,6 +26,7 @@ from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import bounded
 from ...pipeline.models import load_model
 from ...pipeline.reporting import profiling
+from ..bundle.run import percentiles as latency_stats  # the target's runner: one set of statistics
 from ..exported import Exported
 from ..onnx_inspect import int8_activations
 from ..runtimes import RUNTIMES, Artefact, Precision, Runner, Session, Settings
@@ -35,7 +34,6 @@ from .bench_accuracy import Accuracy, Key, accuracy, check, max_abs_diff, rebatc
 from .rows import BenchRow
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
-P99_MIN_RUNS = 100  # below this many timed calls the 99th percentile is the slowest call, not a percentile
 
 
 @dataclass(frozen=True)
@@ -172,18 +170,6 @@ def time_call(call: Callable[[], None], runs: int) -> list[float]:
         call()
         times.append(time.perf_counter() - start)
     return times
-
-
-def latency_stats(rounds: list[list[float]], batch: int) -> dict:
-    """p50/p90 over all timed calls; the spread of the per-round p50s; p99 only when there are enough calls
-    for it to be a percentile rather than the slowest call."""
-    ms = np.concatenate([np.asarray(r) for r in rounds]) * 1e3
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    per_round = [float(np.median(np.asarray(r) * 1e3)) for r in rounds]
-    return {"p50_ms": float(p50), "p50_round_min_ms": min(per_round), "p50_round_max_ms": max(per_round),
-            "p90_ms": float(p90), "p99_ms": float(p99) if len(ms) >= P99_MIN_RUNS else None,
-            "mean_ms": float(statistics.fmean(ms)), "runs": len(ms), "rounds": len(rounds),
-            "throughput_ips": float(batch * 1e3 / p50)}
 
 
 def measure(runners: list[Runner], timing: Timing) -> dict[tuple[int, int], dict]:
