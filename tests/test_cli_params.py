@@ -116,3 +116,19 @@ def test_a_students_own_epochs_set_its_baseline_and_distillation_budget(tmp_path
         "student", params, params.student("fast")).run_parts  # a checkpoint of 3 epochs is not resumed as 4
     with pytest.raises(CakdError, match="epochs"):
         load_params(path, ["students.fast.epochs=0"])
+
+
+@pytest.mark.parametrize("override", ["target.bench=[edge.json]", "target.bench=[target/bench/../edge.json]",
+                                      "target.bench=[/tmp/target/bench/edge.json]", "target.bench=[target/bench]",
+                                      "target.bundle=target/bench/bundle"])
+def test_target_results_must_sit_in_the_folder_dvc_yaml_lists(tmp_path: Path, override: str) -> None:
+    """A results file outside its target/ folder would not be a DVC dependency: replacing it would re-run nothing."""
+    path = tmp_path / "params.yaml"
+    write_params(path, tiny_params())
+    key = override.split("=")[0]
+    with pytest.raises(CakdError, match=rf"{key}: .* is not inside target/(bench|shortlist)/, the folder dvc.yaml"):
+        load_params(path, [override, "target.shortlist=target/shortlist/r.json"] if key == "target.bundle"
+                    else [override])
+    params = load_params(path, ["target.bench=[target/bench/edge.json, ./target/bench/lab/one.json]",
+                                "target.shortlist=target/shortlist/r.json", "target.bundle=target/shortlist/bundle"])
+    assert params.target.bench == ["target/bench/edge.json", "./target/bench/lab/one.json"]

@@ -59,11 +59,12 @@ def edit_params(project: Path, **changes: dict) -> None:
 
 
 def new_project(root: Path) -> Path:
-    """A copy of this repository's pipeline (dvc.yaml + code) with tiny params, in its own git repo."""
+    """A copy of this repository's pipeline (dvc.yaml, code, the target/ folders) with tiny params, in its own git
+    repo."""
     project = root / "project"
     project.mkdir()
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
-    for package in ("pipeline", "export"):
+    for package in ("pipeline", "export", "target"):
         shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     for ignore in (".gitignore", ".dvcignore"):
         shutil.copy(ROOT / ignore, project / ignore)
@@ -171,6 +172,19 @@ def test_shortlist_apply_then_repro_trains_exactly_the_shortlisted_students(
     assert set(summary["students"]) == set(top)
     bench = json.loads((project / "artifacts/bench/bench.json").read_text())
     assert {row["model"] for row in bench["rows"]} == {"teacher", *top}
+
+
+@pytest.mark.slow
+def test_target_results_make_only_the_stage_that_reads_them_stale(
+        repo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """Results copied from the target into target/bench/ (or target/shortlist/) change the DVC dependency of the
+    one stage that reads them: DVC sees it without any params.yaml edit or `repro -f`."""
+    project, _ = repo
+    assert json.loads(dvc(project, "status", "--json").stdout) == {}
+    (project / "target/bench/edge.json").write_text("{}")
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"bench"}
+    (project / "target/shortlist/results.json").write_text("{}")
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"bench", "shortlist"}
 
 
 @pytest.mark.slow

@@ -157,13 +157,22 @@ def test_a_bundle_of_other_settings_and_a_runtime_the_runner_cannot_time_are_ref
 def test_params_target_section_makes_the_plain_command_rank_from_the_target(
         project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the DVC stage runs (`cakd shortlist` with no flags) ranks from target.shortlist when params.yaml names
-    it; target.shortlist without target.bundle is one line."""
-    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json", "-S", f"target.bundle={BUNDLE}"],
-                              project, capsys, monkeypatch)
+    it inside target/shortlist/ (the stage's DVC dependency); a path outside it, or target.shortlist without
+    target.bundle, is one line."""
+    shutil.copytree(project / BUNDLE, project / "target/shortlist/bundle")
+    shutil.copy(project / "results.json", project / "target/shortlist/results.json")
+    in_folder = ["-S", "target.shortlist=target/shortlist/results.json", "-S", "target.bundle=target/shortlist/bundle"]
+    code, err = run_cakd_here(["shortlist", *in_folder], project, capsys, monkeypatch)
     assert code == 0, err
     report = json.loads((project / "reports/shortlist.json").read_text())
-    assert report["measured_on"] == "target" and report["target"]["results"] == "results.json"
-    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json"], project, capsys, monkeypatch)
+    assert report["measured_on"] == "target" and report["target"]["results"] == "target/shortlist/results.json"
+    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=results.json", "-S", f"target.bundle={BUNDLE}"],
+                              project, capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1
+    assert ("target.shortlist: results.json is not inside target/shortlist/, the folder dvc.yaml lists as its "
+            "stage's dependency") in err
+    code, err = run_cakd_here(["shortlist", "-S", "target.shortlist=target/shortlist/results.json"], project,
+                              capsys, monkeypatch)
     assert code == 2 and "target.shortlist needs target.bundle" in err
 
 

@@ -26,6 +26,10 @@ BENCH_JSON = BENCH_DIR / "bench.json"
 SUMMARY = REPORTS / "summary.json"
 SHORTLIST_DIR = ARTIFACTS / "shortlist"  # the latency-vs-FLOPs plot; the exports are made and removed in here
 SHORTLIST_REPORT = REPORTS / "shortlist.json"
+# Figures measured on the target (params.yaml's target: section names files in here): dvc.yaml lists each folder as
+# a dependency of the stage that reads it, so new or replaced results re-run that stage and nothing else.
+TARGET_SHORTLIST = Path("target/shortlist")
+TARGET_BENCH = Path("target/bench")
 
 StudentRun = Literal["baseline", "distill", "eval", "qat"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -22,7 +23,7 @@ from pydantic import (
 
 from ..errors import CakdError
 from ..files.fileio import bounded
-from ..files.layout import TEACHER
+from ..files.layout import TARGET_BENCH, TARGET_SHORTLIST, TEACHER
 
 # Sizes a model is built and fed at: params.yaml's data.img_size, and every spec read back from a checkpoint,
 # export.json or ONNX file, share these bounds (one 60000 px spec in a 1.5 KB checkpoint allocated until killed).
@@ -364,7 +365,20 @@ class TargetParams(Section):
     def _bundle_named(self) -> TargetParams:
         if self.shortlist is not None and self.bundle is None:
             raise ValueError("target.shortlist needs target.bundle: the folder its results were timed from")
+        named = [("target.shortlist", self.shortlist, TARGET_SHORTLIST),
+                 ("target.bundle", self.bundle, TARGET_SHORTLIST),
+                 *(("target.bench", path, TARGET_BENCH) for path in self.bench)]
+        for key, path, folder in named:
+            if path is not None and not _inside(path, folder):
+                raise ValueError(f"{key}: {path} is not inside {folder}/, the folder dvc.yaml lists as its stage's "
+                                 "dependency: move it there, so that new results re-run the stage")
         return self
+
+
+def _inside(path: str, folder: Path) -> bool:
+    """A relative path under ``folder`` that stays there (no ``..``), as dvc.yaml's dependency sees it."""
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    return parts[:len(folder.parts)] == folder.parts and len(parts) > len(folder.parts) and ".." not in parts
 
 
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # whole name (fullmatch): no trailing newline
