@@ -86,8 +86,11 @@ def project(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``cuda`` tests run wherever PyTorch sees a CUDA GPU, and are skipped (with the reason) only where it sees
-    none: no option turns them off on a GPU machine."""
+    """Files with end-to-end (``slow``) tests first, so that pytest-xdist starts the longest files while the
+    quick ones fill the other workers. ``cuda`` tests run wherever PyTorch sees a CUDA GPU, and are skipped (with
+    the reason) only where it sees none: no option turns them off on a GPU machine."""
+    slow_files = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU is visible to PyTorch")
