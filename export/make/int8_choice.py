@@ -47,3 +47,17 @@ def none_passed(runtime: str, forms: dict[str, dict]) -> str:
     """Why a runtime gets no INT8: every form tried, with its numbers."""
     tried = "; ".join(form_said(name, row) for name, row in forms.items()) or "no form was tried"
     return f"no INT8 form passes on {runtime}: {tried}"
+
+
+def runtime_line(label: str, runtime: str, entry: dict) -> str:
+    """Which form and quantiser made ``label``'s INT8 file for ``runtime``, or why none did, with every form's
+    numbers and FP32's p50 from ``export.json``: what the summary says under a runtime's deploy line."""
+    fp32 = entry.get("fp32_p50_ms") or {}
+    fp32_said = ("; FP32 p50 " + " / ".join(f"{fp32[b]:.2f}" for b in sorted(fp32, key=int)) + " ms"
+                 if fp32 else "")
+    forms = entry.get("forms", {})
+    if entry.get("chosen"):
+        others = "; ".join(form_said(name, row) for name, row in forms.items())
+        return (f"{label} INT8 on {runtime}: form {entry['chosen']} by {entry['quantiser']}{fp32_said} "
+                f"(tried: {others})")
+    return f"{label} INT8 on {runtime}: {entry.get('reason') or none_passed(runtime, forms)}{fp32_said}"
