@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,7 @@ def _nncf(job: FormJob, runtime: str) -> Made:
         raise FormUnavailable(why)
     import nncf
 
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF logs every step at INFO; its figures are recorded
     model, n = onnx.load(str(job.fp32_onnx)), len(job.calib_images)
     calib = nncf.Dataset([image[None].float().numpy() for image in job.calib_images], lambda x: {INPUT_NAME: x})
     path = job.work / "nncf.onnx"
