@@ -77,10 +77,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: tor
     prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
     try:  # onnxruntime's own temporary models (pre.quant.*, ort.quant.*) go next to the output too
         with _quiet_root_logger(), temp_beside(out_path, python_temp=True):
-            try:
-                quant_pre_process(str(fp32_onnx), str(prepared))
-            except Exception:  # its symbolic shape inference misses some op patterns; ONNX's own suffices then
-                quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+            prepare(fp32_onnx, prepared)
             quantize_static(
                 prepared, out_path, ImageCalibrationReader(calib_images),
                 quant_format=QuantFormat.QDQ,
@@ -96,6 +93,16 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: tor
     finally:
         prepared.unlink(missing_ok=True)
     return out_path
+
+
+def prepare(fp32_onnx: str | Path, prepared: Path) -> Path:
+    """``quant_pre_process``: the graph onnxruntime's quantiser sees (its node and weight names are the ones a
+    QDQ file and ``qdq_loss_debug`` speak of)."""
+    try:
+        quant_pre_process(str(fp32_onnx), str(prepared))
+    except Exception:  # its symbolic shape inference misses some op patterns; ONNX's own suffices then
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def logits_on(path: str | Path, loader: Loader) -> tuple[torch.Tensor, torch.Tensor]:
