@@ -17,8 +17,10 @@ from cakd.export.make.int8_choice import choose, none_passed, runtime_line
 from cakd.export.make.int8_forms import FORMS, nncf_missing
 from cakd.export.make.runtime_gate import Serving
 from cakd.export.measure.bench import BenchModel, Timing, run_bench
+from cakd.export.measure.rows import Pick
 from cakd.export.runtimes import RUNTIMES, Runtime, Settings
 from cakd.pipeline.settings.params import ExportParams, Params
+from cakd.pipeline.stages.summary import _forms_lines as summary_forms_lines
 from tests.test_int8_runtime_gate import planted_runtime, setup  # noqa: F401 - setup is a fixture
 
 KINDS = ["checkpoint", "onnx", "onnx-int8", "onnx-int8-openvino"]
@@ -82,6 +84,10 @@ def test_a_runtime_wrong_in_every_form_loses_its_int8_keeps_fp32_and_onnxruntime
     assert said.startswith("student INT8 on openvino: no INT8 form passes on openvino: all failed (top-1")
     said = runtime_line("student", "onnxruntime", mine)
     assert said.startswith(f"student INT8 on onnxruntime: form {mine['chosen']} by onnxruntime; FP32 p50 ")
+    nothing = Pick("openvino", 1, reason="nothing runs within 2x the teacher's fastest (0.43 ms) (p50, batch 1)")
+    assert summary_forms_lines(nothing, {"student": report["artefacts"]}) == [
+        f"  {runtime_line('student', 'openvino', theirs)}"]  # under the deploy line, every form's numbers
+    assert summary_forms_lines(Pick("openvino", 1, model="student"), {"student": report["artefacts"]}) == []
 
     rows = run_bench([BenchModel("student", read_export(out), (str(out),))], Settings(1, out, (1,)),
                      runtimes=["onnxruntime", "openvino"], precisions=["fp32", "int8"], timing=Timing((1,), 0, 1, 1),
