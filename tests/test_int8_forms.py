@@ -117,6 +117,9 @@ def test_every_form_is_made_gated_and_timed_for_real_with_nncf_on_openvino_only(
             if form["status"] == "passed":
                 assert set(form["p50_ms"]) == {"1", "8"} and form["batch_sizes"] == [1, 8]
         assert entry.get("chosen") == choose(forms), kind
+        assert len(forms["k-sensitive-float"]["recipe"]["float_nodes"]) == cfg.int8_sensitive_k
+        mishandled = forms["minus-mishandled"]
+        assert (mishandled["status"] == "unavailable") == (not mishandled.get("recipe", {}).get("mishandled"))
         if entry["status"] == "ok":
             assert (out / entry["file"]).is_file() and entry["quantiser"] == forms[entry["chosen"]]["quantiser"]
     assert report["artefacts"]["onnx-int8-openvino"]["forms"]["nncf"]["recipe"]["method"].startswith("nncf.")
