@@ -20,7 +20,7 @@ from cakd.export.measure.bench import BenchModel, Timing, run_bench
 from cakd.export.measure.rows import Pick
 from cakd.export.runtimes import RUNTIMES, Runtime, Settings
 from cakd.pipeline.settings.params import ExportParams, Params
-from cakd.pipeline.stages.summary import _forms_lines as summary_forms_lines
+from cakd.pipeline.stages.summary import forms_said
 from tests.test_int8_runtime_gate import planted_runtime, setup  # noqa: F401 - setup is a fixture
 
 KINDS = ["checkpoint", "onnx", "onnx-int8", "onnx-int8-openvino"]
@@ -85,9 +85,9 @@ def test_a_runtime_wrong_in_every_form_loses_its_int8_keeps_fp32_and_onnxruntime
     said = runtime_line("student", "onnxruntime", mine)
     assert said.startswith(f"student INT8 on onnxruntime: form {mine['chosen']} by onnxruntime; FP32 p50 ")
     nothing = Pick("openvino", 1, reason="nothing runs within 2x the teacher's fastest (0.43 ms) (p50, batch 1)")
-    assert summary_forms_lines(nothing, {"student": report["artefacts"]}) == [
-        f"  {runtime_line('student', 'openvino', theirs)}"]  # under the deploy line, every form's numbers
-    assert summary_forms_lines(Pick("openvino", 1, model="student"), {"student": report["artefacts"]}) == []
+    assert forms_said(nothing, {"student": report["artefacts"]}) == (  # the deploy line gives every form's numbers
+        f"; INT8 forms tried: {runtime_line('student', 'openvino', theirs)}")
+    assert forms_said(Pick("openvino", 1, model="student"), {"student": report["artefacts"]}) == ""
 
     rows = run_bench([BenchModel("student", read_export(out), (str(out),))], Settings(1, out, (1,)),
                      runtimes=["onnxruntime", "openvino"], precisions=["fp32", "int8"], timing=Timing((1,), 0, 1, 1),

@@ -106,18 +106,19 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     result["int8_unpaid"] = bench.get("int8_unpaid", [])  # where INT8 is no faster than FP32 (int8_pays)
     forms = {label: read_export(layout.export_dir(label, exports)).report["artefacts"]
              for label in [layout.TEACHER, *students]}
-    result["deploy_lines"] = [line for p in chosen for line in [p.line, *_forms_lines(p, forms)]]
+    result["deploy_lines"] = [p.line + forms_said(p, forms) for p in chosen]
     return result
 
 
-def _forms_lines(pick: Pick, artefacts: dict[str, dict]) -> list[str]:
-    """Under a runtime's deploy line that names no model: each model's INT8 forms tried for that runtime, with
-    their numbers (``export.json``), so the reason none qualifies is on the page."""
+def forms_said(pick: Pick, artefacts: dict[str, dict]) -> str:
+    """For a deploy line that names no model: each model's INT8 forms tried for that runtime, with their numbers
+    (``export.json``), so the reason none qualifies is on the line; empty otherwise."""
     if pick.model is not None:
-        return []
-    return [f"  {runtime_line(label, pick.runtime, entry)}" for label, entries in artefacts.items()
+        return ""
+    said = [runtime_line(label, pick.runtime, entry) for label, entries in artefacts.items()
             for kind, entry in entries.items() if ARTEFACTS.get(kind) and ARTEFACTS[kind].chosen_on == pick.runtime
             and "forms" in entry]
+    return "; INT8 forms tried: " + " | ".join(said) if said else ""
 
 
 def source_line(source: dict | None) -> str:
