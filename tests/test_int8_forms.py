@@ -79,6 +79,7 @@ def test_a_runtime_wrong_in_every_form_loses_its_int8_keeps_fp32_and_onnxruntime
     assert theirs["status"] == "rejected" and not (out / "model.int8-openvino.onnx").exists()
     assert theirs["reason"].startswith("no INT8 form passes on openvino: all failed (top-1")
     assert "conv-gemm-matmul failed" in theirs["reason"]
+    assert theirs["cpu"]["flags"] == mine["cpu"]["flags"] and isinstance(mine["cpu"]["flags"], list)
     assert not (out / ".int8-forms").exists()
     said = runtime_line("student", "openvino", theirs)  # what the summary says under OpenVINO's deploy line
     assert said.startswith("student INT8 on openvino: no INT8 form passes on openvino: all failed (top-1")

@@ -23,6 +23,7 @@ from ...pipeline.settings.params import ExportParams
 from ..artefacts import ARTEFACTS, FILES, Artefact
 from ..measure.bench import Timing, failure_line, measure
 from ..measure.bench_accuracy import rebatched
+from ..measure.sysinfo import cpu_flags, cpu_model
 from ..runtimes import RUNTIMES, Runner, Session, Settings
 from .int8_choice import choose, none_passed
 from .int8_forms import FORMS, FormJob, FormUnavailable
@@ -79,7 +80,8 @@ def _for_runtime(folder: Path, kind: Artefact, job: FormJob, serving: Serving, s
     fp32_p50 = _time(folder / FILES["onnx"], {n: paths[n] for n, r in rows.items() if r["status"] == "passed"},
                      rows, runtime, serving, spec, job)
     chosen = choose(rows)
-    details = {"forms": rows, "fp32_p50_ms": fp32_p50}
+    # the CPU decides whether 8-bit weights are right (VNNI): its flags beside the forms, as the bench's ``system``
+    details = {"forms": rows, "fp32_p50_ms": fp32_p50, "cpu": {"model": cpu_model(), "flags": cpu_flags()}}
     if chosen is None:
         return "rejected", none_passed(runtime, rows), details
     shutil.copyfile(paths[chosen], folder / FILES[kind])
