@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cakd.export.exported import read_export
 from cakd.export.make.artefacts import export_model
 from cakd.export.make.gate_data import gate_data
 from cakd.export.make.int8_choice import choose, none_passed, runtime_line
-from cakd.export.make.int8_forms import FORMS, nncf_missing
+from cakd.export.make.int8_forms import FORMS, FormJob, nncf_missing
+from cakd.export.make.int8_search import try_form
 from cakd.export.make.runtime_gate import Serving
 from cakd.export.measure.bench import BenchModel, Timing, run_bench
 from cakd.export.measure.rows import Pick
@@ -124,3 +127,17 @@ def test_every_form_is_made_gated_and_timed_for_real_with_nncf_on_openvino_only(
         if entry["status"] == "ok":
             assert (out / entry["file"]).is_file() and entry["quantiser"] == forms[entry["chosen"]]["quantiser"]
     assert report["artefacts"]["onnx-int8-openvino"]["forms"]["nncf"]["recipe"]["method"].startswith("nncf.")
+
+
+def test_without_nncf_its_form_is_recorded_unavailable_with_why(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf fails, as without cakd[nncf]
+
+    def never(*_: object) -> dict:
+        raise AssertionError("nothing is gated when the form cannot be made")
+
+    job = FormJob(tmp_path / "model.onnx", tmp_path, torch.zeros(1, 3, 8, 8), ExportParams(), never, never)
+    row, path = try_form("nncf", job, "openvino")
+    assert path is None and row == {"quantiser": "nncf", "status": "unavailable",
+                                    "reason": "nncf is not installed (pip install 'cakd[nncf]')"}
+    assert choose({"nncf": row}) is None

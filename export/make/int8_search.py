@@ -76,7 +76,7 @@ def _for_runtime(folder: Path, kind: Artefact, job: FormJob, serving: Serving, s
         form = FORMS[name]
         if form.runtimes is None or runtime in form.runtimes:
             with profiling.phase("int8-forms"):
-                rows[name], paths[name] = _tried(form.name, job, runtime)
+                rows[name], paths[name] = try_form(form.name, job, runtime)
     fp32_p50 = _time(folder / FILES["onnx"], {n: paths[n] for n, r in rows.items() if r["status"] == "passed"},
                      rows, runtime, serving, spec, job)
     chosen = choose(rows)
@@ -91,7 +91,7 @@ def _for_runtime(folder: Path, kind: Artefact, job: FormJob, serving: Serving, s
                         **details}
 
 
-def _tried(name: str, job: FormJob, runtime: str) -> tuple[dict, Path | None]:
+def try_form(name: str, job: FormJob, runtime: str) -> tuple[dict, Path | None]:
     """One form made and gated on ``runtime``: its row (``status`` passed, failed, unavailable or error) and file."""
     form = FORMS[name]
     row: dict = {"quantiser": form.quantiser}
