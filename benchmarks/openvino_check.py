@@ -33,7 +33,7 @@ from cakd.export.runtimes import RUNTIMES, Session, Settings
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.files.fileio import write_json
 
-MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*ms")
+MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*(ms|us)")  # benchmark_app switches to us below 1 ms
 
 
 def benchmark_app(path: Path, shape: tuple[int, ...], config: Path, runs: int) -> float:
@@ -48,7 +48,7 @@ def benchmark_app(path: Path, shape: tuple[int, ...], config: Path, runs: int) -
     found = MEDIAN.search(out.stdout)
     if out.returncode != 0 or found is None:
         raise CakdError(f"benchmark_app failed on {path}: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
-    return float(found.group(1))
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
 
 
 def files_of(folder: Path) -> dict[str, Path]:
