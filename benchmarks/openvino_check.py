@@ -3,12 +3,18 @@
     python benchmarks/openvino_check.py /work/fresh/artifacts/export/{teacher,deit,convnext} \\
         --out benchmarks/results/openvino_check.json
 
-For every ONNX file of each export folder (FP32 and each INT8 file), at batch 1: cakd's runner
-(``RUNTIMES["openvino"]``: a static batch-1 compile, ``INFERENCE_PRECISION_HINT`` f32, ``PERFORMANCE_HINT``
-LATENCY, the bench's timed call) and ``benchmark_app -api sync -hint latency -infer_precision f32`` (shipped with
-the openvino wheel), the same thread count, interleaved: each round runs every file once on each, in turn, so
-load on a shared machine falls on both. Each round's median goes into the JSON; the table gives the median of the
-round medians and their spread. Run it on an otherwise idle machine.
+For every ONNX file of each export folder (FP32 and each INT8 file), at batch 1, three timings with the same
+thread count, interleaved (each round runs every file in turn, the tools in rotated order, so load on a shared
+machine falls on all):
+
+- ``cakd``: cakd's runner (``RUNTIMES["openvino"]``: a static batch-1 compile, ``INFERENCE_PRECISION_HINT`` f32,
+  ``PERFORMANCE_HINT`` LATENCY), wall clock around the bench's timed call, as the bench measures it;
+- ``openvino_latency``: the same compile, OpenVINO's own ``request.latency`` after ``infer()`` on a tensor set once;
+- ``benchmark_app -api sync -hint latency -infer_precision f32`` (shipped with the openvino wheel), its median,
+  which is ``request.latency`` too.
+
+Each round's median goes into the JSON; the table gives the median of the round medians and their spread.
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -30,9 +38,11 @@ from cakd.export.exported import read_export
 from cakd.export.measure.bench import time_call
 from cakd.export.measure.sysinfo import load_average, system_info
 from cakd.export.runtimes import RUNTIMES, Session, Settings
+from cakd.export.runtimes.openvino_cpu import options as ov_options
 from cakd.pipeline.errors import CakdError
 from cakd.pipeline.files.fileio import write_json
 
+TOOLS = ("cakd", "openvino_latency", "benchmark_app")
 MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*(ms|us)")  # benchmark_app switches to us below 1 ms
 
 
@@ -57,33 +67,58 @@ def files_of(folder: Path) -> dict[str, Path]:
     return {kind: path for kind, path in exported.files.items() if path.suffix == ".onnx"}
 
 
+def internal_latency(path: Path, shape: tuple[int, ...], threads: int) -> Callable[[int], float]:
+    """``runs`` -> the median of OpenVINO's own ``request.latency`` (ms) over that many ``infer()`` calls on a tensor
+    set once: what ``benchmark_app`` reports, compiled with cakd's runner settings (static shape, f32, latency)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({0: list(shape)})
+    config = {k: v for k, v in ov_options(Settings(threads, path.parent)).items() if k not in ("device", "shape")}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    request.set_input_tensor(ov.Tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32)))
+
+    def median_ms(runs: int) -> float:
+        times = []
+        for _ in range(runs):
+            request.infer()
+            times.append(request.latency)
+        return statistics.median(times)
+
+    return median_ms
+
+
+def prepare(args: argparse.Namespace, work: Path, config: Path) -> list[tuple[str, str, dict[str, Callable]]]:
+    """(model, artefact, tool -> a call timing ``runs`` calls and returning their median in ms) per file."""
+    jobs = []
+    for folder in args.exports:
+        exported = read_export(folder)
+        shape = (1, exported.in_chans, exported.img_size, exported.img_size)
+        settings = Settings(args.threads, work, (1,), openvino_hint="f32")
+        for kind, path in files_of(folder).items():
+            precision = "int8" if "int8" in kind else "fp32"
+            call = RUNTIMES["openvino"].build(Session(path, precision, None, exported.img_size, exported.in_chans,
+                                                      settings)).timed_call(1)
+            time_call(call, args.warmup)
+            tools = {"cakd": lambda runs, c=call: statistics.median(time_call(c, runs)) * 1e3,
+                     "openvino_latency": internal_latency(path, shape, args.threads),
+                     "benchmark_app": lambda runs, p=path, s=shape: benchmark_app(p, s, config, runs)}
+            tools["openvino_latency"](args.warmup)
+            jobs.append((folder.name, kind, tools))
+    return jobs
+
+
 def run(args: argparse.Namespace) -> dict:
-    jobs = []  # (label, kind, path, cakd timed call, shape)
     with tempfile.TemporaryDirectory(prefix="openvino_check-") as work:
         config = Path(work) / "threads.json"
         config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(args.threads)}}))
-        for folder in args.exports:
-            exported = read_export(folder)
-            shape = (1, exported.in_chans, exported.img_size, exported.img_size)
-            settings = Settings(args.threads, Path(work), (1,), openvino_hint="f32")
-            for kind, path in files_of(folder).items():
-                precision = "int8" if "int8" in kind else "fp32"
-                runner = RUNTIMES["openvino"].build(Session(path, precision, None, exported.img_size,
-                                                            exported.in_chans, settings))
-                call = runner.timed_call(1)
-                time_call(call, args.warmup)
-                jobs.append((folder.name, kind, path, call, shape))
-        rounds: dict[tuple[str, str], dict[str, list[float]]] = {(j[0], j[1]): {"cakd": [], "benchmark_app": []}
-                                                                  for j in jobs}
-        for r in range(args.rounds):
-            for label, kind, path, call, shape in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
-                first_cakd = r % 2 == 0  # which tool goes first alternates too
-                for tool in (("cakd", "benchmark_app") if first_cakd else ("benchmark_app", "cakd")):
-                    if tool == "cakd":
-                        ms = statistics.median(time_call(call, args.runs)) * 1e3
-                    else:
-                        ms = benchmark_app(path, shape, config, args.runs)
-                    rounds[label, kind][tool].append(ms)
+        jobs = prepare(args, Path(work), config)
+        rounds = {(label, kind): {tool: [] for tool in TOOLS} for label, kind, _ in jobs}
+        for r in range(args.rounds):  # every file in turn, starting one further along, and the tools rotated too
+            for label, kind, tools in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
+                for tool in TOOLS[r % len(TOOLS):] + TOOLS[:r % len(TOOLS)]:
+                    rounds[label, kind][tool].append(tools[tool](args.runs))
     rows = [{"model": label, "artefact": kind, **{f"{tool}_round_p50_ms": times for tool, times in by.items()},
              **{f"{tool}_p50_ms": statistics.median(times) for tool, times in by.items()}}
             for (label, kind), by in rounds.items()]
@@ -92,15 +127,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_table(result: dict) -> None:
-    table = Table(title="OpenVINO CPU, batch 1: cakd's runner vs benchmark_app (median of round p50s, ms)")
-    for col in ("model", "artefact", "cakd", "cakd rounds", "benchmark_app", "benchmark_app rounds", "ratio"):
+    table = Table(title="OpenVINO CPU, batch 1: median of round p50s, ms [round spread]; ratio = cakd / benchmark_app")
+    for col in ("model", "artefact", "cakd (wall clock)", "OpenVINO request.latency", "benchmark_app", "ratio"):
         table.add_column(col, justify="left" if col in ("model", "artefact") else "right")
     for row in result["rows"]:
-        spread = {t: f"{min(row[f'{t}_round_p50_ms']):.3f}-{max(row[f'{t}_round_p50_ms']):.3f}"
-                  for t in ("cakd", "benchmark_app")}
-        table.add_row(row["model"], row["artefact"], f"{row['cakd_p50_ms']:.3f}", spread["cakd"],
-                      f"{row['benchmark_app_p50_ms']:.3f}", spread["benchmark_app"],
-                      f"{row['cakd_p50_ms'] / row['benchmark_app_p50_ms']:.2f}")
+        said = [f"{row[f'{t}_p50_ms']:.3f} [{min(row[f'{t}_round_p50_ms']):.3f}-{max(row[f'{t}_round_p50_ms']):.3f}]"
+                for t in TOOLS]
+        table.add_row(row["model"], row["artefact"], *said, f"{row['cakd_p50_ms'] / row['benchmark_app_p50_ms']:.2f}")
     Console(width=140).print(table)
 
 
