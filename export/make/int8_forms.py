@@ -8,7 +8,7 @@ its own file, chosen among these forms by measurement on that runtime (``int8_se
 - ``conv-gemm-matmul``: only Conv, Gemm and MatMul quantised;
 - ``minus-mishandled``: every op type but those this runtime gets wrong when they alone are quantised;
 - ``k-sensitive-float``: ``all`` with the k layers of largest weight quantisation error (lowest SQNR against
-  the float weight, by onnxruntime's own ``qdq_loss_debug`` helpers) kept float;
+  the float weight) kept float;
 - ``nncf`` (OpenVINO only): NNCF, OpenVINO's own quantiser, on the same calibration images; when its file fails
   the gate, ``nncf.quantize_with_accuracy_control`` with the gate's top-1 as its metric.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from ...pipeline.settings.params import ExportParams
 from ..runtimes.base import INPUT_NAME
@@ -117,34 +118,36 @@ def _minus_mishandled(job: FormJob, runtime: str) -> Made:
 
 
 def weight_sqnr(float_onnx: Path, qdq_onnx: Path) -> dict[str, float]:
-    """Per node of the QDQ file with a quantised weight: the lowest SQNR (dB, lower is worse) of its quantised
-    initialisers, by onnxruntime's ``qdq_loss_debug`` helpers. ``float_onnx`` must be the graph the quantiser was
-    given (``int8.prepare``'s): against the exported FP32 file it scored a ResNet-10-T's stem and three 3x3 convs
-    at 0 dB (35.6-42.6 dB here). An all-zero weight (timm's zero-initialised last BatchNorm, folded) quantises
-    exactly but scores 0 dB: left out."""
-    from onnxruntime.quantization.qdq_loss_debug import compute_weight_error, create_weight_matching
-
-    root = logging.getLogger()
-    level, _ = root.level, root.setLevel(logging.CRITICAL)  # it logs every tensor it cannot match as an error
-    try:
-        matched = create_weight_matching(str(float_onnx), str(qdq_onnx))
-    finally:
-        root.setLevel(level)
-    sqnr = {name: db for name, db in compute_weight_error(matched).items() if np.any(matched[name]["float"])}
+    """Per node of the QDQ file with a quantised weight: the SQNR (dB, lower is worse) of that weight after its
+    DequantizeLinear against the float weight of the graph the quantiser was given (``int8.prepare``'s, whose
+    names the QDQ file keeps). Measured here, not by onnxruntime's ``qdq_loss_debug``: given the same graphs it
+    agrees on a ResNet-10-T, but its ``compute_weight_error`` raises TypeError on the DeiT's and ConvNeXt's
+    per-tensor (0-d) scales, and it scores an all-zero weight (a folded zero-initialised BatchNorm) at 0 dB."""
+    floats = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(float_onnx)).graph.initializer}
     graph = onnx.load(str(qdq_onnx)).graph
-    weight_of = {node.output[0]: node.input[0].removesuffix("_quantized") for node in graph.node
-                 if node.op_type == "DequantizeLinear"}
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     error: dict[str, float] = {}
-    for node in graph.node:
-        scores = [sqnr[weight_of[name]] for name in node.input if weight_of.get(name) in sqnr]
-        if scores and node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            error[node.name] = float(min(scores))
+    for dq in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits):
+        weight = floats.get(dq.input[0].removesuffix("_quantized"))
+        if weight is None:
+            continue
+        q, scale = inits[dq.input[0]].astype(np.float64), inits[dq.input[1]]
+        zero = inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 else 0.0
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [-1 if i == axis % q.ndim else 1 for i in range(q.ndim)] if np.ndim(scale) else []
+        restored = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
+        noise = float(np.linalg.norm(weight - restored))
+        sqnr = 20 * np.log10(float(np.linalg.norm(weight)) / noise) if noise > 0 else float("inf")
+        for node in (n for n in graph.node if dq.output[0] in n.input):
+            error[node.name] = min(error.get(node.name, float("inf")), sqnr)
     return error
 
 
 def sensitive_nodes(float_onnx: Path, qdq_onnx: Path, k: int) -> list[tuple[str, float]]:
-    """The ``k`` nodes whose weights lose most in quantisation (lowest SQNR first, then by name)."""
-    return sorted(weight_sqnr(float_onnx, qdq_onnx).items(), key=lambda item: (item[1], item[0]))[:k]
+    """The ``k`` nodes whose weights lose most in quantisation (lowest SQNR first, then by name); a weight that
+    quantises exactly (all zeros, say) is no candidate."""
+    lossy = [(name, float(db)) for name, db in weight_sqnr(float_onnx, qdq_onnx).items() if np.isfinite(db)]
+    return sorted(lossy, key=lambda item: (item[1], item[0]))[:k]
 
 
 def _k_sensitive_float(job: FormJob, runtime: str) -> Made:
