@@ -1,7 +1,19 @@
-"""Which INT8 form, if any, runs a small CNN student faster than FP32 on onnxruntime's CPU (not a test; issue 20).
+"""Which INT8 form runs each exported model right and fastest on each CPU runtime (not a test; issues 20 and 33).
 
-    python benchmarks/int8_scope.py ~/.cache/cakd/qat_cifar/export \\
-        --manifest ~/.cache/cakd/bench/data-train600-test250/manifest.json --out benchmarks/results/int8_scope.json
+    python benchmarks/int8_scope.py /work/fresh/artifacts/export/{teacher,deit,convnext} \
+        --params /work/fresh/params.yaml --manifest /work/fresh/artifacts/data/manifest.json \
+        --out benchmarks/results/int8_scope.json
+
+Per runtime (onnxruntime, OpenVINO) and export folder, it runs cakd's own INT8 form search
+(``export/make/int8_search.py``, the exporter's code, imported) with every form of ``int8_forms.FORMS`` on the
+folder's FP32 ``model.onnx``: each form is gated on that runtime at batch 1, 8 and 64 and the passing ones are
+timed at batch 1 and 8 in interleaved rounds with FP32. It reports each form's top-1, agreement, p50 at batch 1
+and 8 against FP32's and the form the exporter would choose. The ``all`` form is the recipe of the
+``model.int8.onnx`` cakd shipped before per-runtime forms, so "every chosen form is at least as fast as the old
+file" reads off the ``all`` row. One ``--manifest`` serves every folder, or give one per folder (CIFAR-10 pair A
+with its own manifest, say).
+
+``--onnxruntime-scope`` adds issue 20's question for the first folder (onnxruntime only):
 
 ``qat_cifar.py`` found cakd's INT8 files (post-training and QAT alike, every op quantised in QDQ form) no faster
 than FP32 at batch 8 for the CIFAR-10 pair-A ConvNeXt-Atto. This asks whether a narrower or different
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -38,8 +51,12 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from rich.console import Console
 from rich.table import Table
 
+from cakd.export.exported import read_export
 from cakd.export.make.gate_data import GateData, gate_data
 from cakd.export.make.int8 import ImageCalibrationReader, int8_gate, logits_on
+from cakd.export.make.int8_forms import FORMS as FORM_TABLE
+from cakd.export.make.int8_search import search
+from cakd.export.make.runtime_gate import Serving
 from cakd.export.measure.bench import Timing, measure, pinned_threads
 from cakd.export.measure.sysinfo import load_average, system_info
 from cakd.export.runtimes.base import Settings
@@ -51,7 +68,12 @@ from cakd.pipeline.settings.loading import load_params
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qat_cifar import data_overrides  # noqa: E402  (the manifest's data section, as qat_cifar.py reads it)
 
-FORMS = {  # name -> (op types to quantise or None for all, exclude depthwise convs, format, 7-bit weights)
+RUNTIME_KINDS = {"onnxruntime": "onnx-int8", "openvino": "onnx-int8-openvino"}  # each CPU runtime's own file
+RUNTIME_KINDS_ORDER = tuple(RUNTIME_KINDS)
+
+# issue 20's onnxruntime scope study: name -> (op types to quantise or None for all, exclude depthwise convs,
+# format, 7-bit weights)
+FORMS = {
     "all-qdq": (None, False, QuantFormat.QDQ, True),
     "all-qoperator": (None, False, QuantFormat.QOperator, True),
     "conv-qdq": (["Conv"], False, QuantFormat.QDQ, True),
@@ -156,21 +178,80 @@ def print_table(result: dict) -> None:
           f"(target for the whole model: <= {result['target_vs_fp32_b8']}x)")
 
 
+def per_runtime(args: argparse.Namespace, folder: Path, manifest: Path) -> dict:
+    """cakd's form search on one export's FP32 ``model.onnx``, every form, on onnxruntime and OpenVINO."""
+    params = load_params(args.params, data_overrides(manifest))
+    cfg = params.export.model_copy(update={"int8_forms": list(FORM_TABLE), "int8_form_runs": args.runs,
+                                           "int8_form_rounds": args.rounds})
+    data = gate_data(params, manifest)
+    exported = read_export(folder)
+    serving = Serving(RUNTIME_KINDS_ORDER, (1, 8, 64), args.threads, "f32", (1, 8))
+    with tempfile.TemporaryDirectory(prefix="int8_scope-", dir=args.work.expanduser()) as tmp:
+        shutil.copyfile(folder / "model.onnx", Path(tmp) / "model.onnx")
+        fp32 = logits_on(Path(tmp) / "model.onnx", data.test_loader)
+        found = search(Path(tmp), list(RUNTIME_KINDS.values()), cfg, data.calib_images, data.test_loader, fp32,
+                       serving, (exported.img_size, exported.in_chans))
+    result = {}
+    for runtime, kind in RUNTIME_KINDS.items():
+        status, reason, details = found[kind]
+        fp32_ms = details.get("fp32_p50_ms") or {}
+        forms = {name: {key: row.get(key) for key in ("status", "quantiser", "top1", "agreement", "batch_sizes",
+                                                        "p50_ms", "p50_round_ms", "reason")}
+                 | {"vs_fp32": {b: ms / fp32_ms[b] for b, ms in (row.get("p50_ms") or {}).items()}}
+                 for name, row in details.get("forms", {}).items()}
+        result[runtime] = {"status": status, "reason": reason, "chosen": details.get("chosen"),
+                           "fp32_p50_ms": fp32_ms, "forms": forms}
+    return result
+
+
+def _ms(values: dict, batch: str, digits: int = 3) -> str:
+    return f"{values[batch]:.{digits}f}" if batch in values else "-"
+
+
+def print_forms(label: str, result: dict) -> None:
+    table = Table(title=f"{label}: INT8 forms per runtime (p50 ms; x = vs FP32; * = the exporter's choice)")
+    for col in ("runtime", "form", "status", "top-1 %", "agreement %", "b1 ms", "b1 x", "b8 ms", "b8 x"):
+        table.add_column(col, justify="left" if col in ("runtime", "form", "status") else "right")
+    for runtime, found in result.items():
+        fp32 = found["fp32_p50_ms"]
+        table.add_row(runtime, "FP32", "", "", "", _ms(fp32, "1"), "", _ms(fp32, "8"), "")
+        for name, row in found["forms"].items():
+            p50, vs = row["p50_ms"] or {}, row["vs_fp32"]
+            scores = [f"{row[key]:.2f}" if row[key] is not None else "-" for key in ("top1", "agreement")]
+            table.add_row(runtime, name + (" *" if name == found["chosen"] else ""), row["status"], *scores,
+                          _ms(p50, "1"), _ms(vs, "1", 2), _ms(p50, "8"), _ms(vs, "8", 2))
+    Console(width=140).print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("export", type=Path, help="an export folder holding the FP32 model.onnx")
-    parser.add_argument("--manifest", type=Path, required=True, help="the manifest the model was trained on")
+    parser.add_argument("exports", type=Path, nargs="+", help="export folders holding the FP32 model.onnx")
+    parser.add_argument("--manifest", type=Path, action="append", required=True,
+                        help="the manifest the models were trained on: one for all folders, or one per folder")
+    parser.add_argument("--onnxruntime-scope", action="store_true",
+                        help="also issue 20's onnxruntime-only scope study on the first folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="calibration and timing settings")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_scope.json"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls first (onnxruntime scope study)")
     parser.add_argument("--runs", type=int, default=40, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--work", type=Path, default=Path("~/.cache/cakd"), help="where the INT8 files go")
     args = parser.parse_args()
-    result = run(args)
+    if len(args.manifest) not in (1, len(args.exports)):
+        parser.error("give one --manifest for every export folder, or one for all")
+    manifests = [m.resolve() for m in args.manifest] * (len(args.exports) if len(args.manifest) == 1 else 1)
+    result = {"per_runtime": {}, "threads": args.threads, "runs": args.runs, "rounds": args.rounds,
+              "system": system_info(args.threads), "command": " ".join(sys.argv)}
+    for folder, manifest in zip(args.exports, manifests, strict=True):
+        result["per_runtime"][folder.name] = found = per_runtime(args, folder, manifest)
+        print_forms(folder.name, found)
+    result["load_average"] = load_average()
+    if args.onnxruntime_scope:
+        args.export, args.manifest = args.exports[0], manifests[0]
+        result["onnxruntime_scope"] = run(args)
+        print_table(result["onnxruntime_scope"])
     write_json(args.out, result)
-    print_table(result)
     print(f"written: {args.out}")
 
 

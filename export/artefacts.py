@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt", "onnx-int8-qat",
-                   "onnx-int8-qat-cpu"]
+Artefact = Literal["checkpoint", "onnx", "onnx-fp16", "onnx-int8", "onnx-int8-openvino", "onnx-int8-trt",
+                   "onnx-int8-qat", "onnx-int8-qat-cpu"]
 Precision = Literal["fp32", "fp16", "int8"]
 # The exporter's steps (export/make/artefacts.py): copy the checkpoint, FP32 ONNX, FP16 ONNX, post-training INT8
 # (onnxruntime static QDQ), quantisation-aware INT8 (one ModelOpt fine-tune for every row of this maker).
@@ -36,13 +36,18 @@ class ArtefactKind:
     gate: str
     form: Int8Form | None = None  # INT8 rows only
     untrained: bool = True  # the shortlist may make it from an untrained network (QAT needs a trained one)
+    # the one CPU runtime this file is made for: its form is chosen by measurement on that runtime
+    # (export/make/int8_search.py); None: every runtime of its form runs the same file
+    chosen_on: str | None = None
 
 
 ARTEFACTS: dict[Artefact, ArtefactKind] = {
     "checkpoint": ArtefactKind("model.pt", "fp32", "copy", "none: a copy of the source checkpoint"),
     "onnx": ArtefactKind("model.onnx", "fp32", "onnx", "FP32 parity vs PyTorch; failing it stops the export"),
     "onnx-fp16": ArtefactKind("model.fp16.onnx", "fp16", "fp16", "FP16 parity vs PyTorch (export.fp16_atol)"),
-    "onnx-int8": ArtefactKind("model.int8.onnx", "int8", "int8", INT8_GATE, form="cpu"),
+    "onnx-int8": ArtefactKind("model.int8.onnx", "int8", "int8", INT8_GATE, form="cpu", chosen_on="onnxruntime"),
+    "onnx-int8-openvino": ArtefactKind("model.int8-openvino.onnx", "int8", "int8", INT8_GATE, form="cpu",
+                                       chosen_on="openvino"),
     "onnx-int8-trt": ArtefactKind("model.int8-trt.onnx", "int8", "int8", INT8_GATE, form="trt"),
     "onnx-int8-qat": ArtefactKind("model.int8-qat.onnx", "int8", "qat", INT8_GATE, form="trt", untrained=False),
     "onnx-int8-qat-cpu": ArtefactKind("model.int8-qat-cpu.onnx", "int8", "qat", INT8_GATE, form="cpu",
@@ -60,3 +65,8 @@ def int8_kinds(form: Int8Form | None = None) -> tuple[Artefact, ...]:
     """INT8 kinds (of one form, when given), in table order: post-training before quantisation-aware."""
     return tuple(kind for kind, row in ARTEFACTS.items()
                  if row.precision == "int8" and (form is None or row.form == form))
+
+
+def int8_kinds_on(runtime: str) -> tuple[Artefact, ...]:
+    """The CPU-form INT8 kinds ``runtime`` runs: those made for it and those made for every CPU runtime."""
+    return tuple(kind for kind in int8_kinds("cpu") if ARTEFACTS[kind].chosen_on in (None, runtime))

@@ -33,7 +33,9 @@ def tiny_params(**sections: dict) -> dict:
         "students": {"student": {"model": "mobilenetv2_050"}},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0, "eval_every": 1},
         "distill": {"method": "kd", "epochs": None, "lr": None},
-        "export": {"calib_images": 32, "parity_images": 32},
+        # one INT8 form, timed briefly: the form search itself is tested in tests/test_int8_forms.py
+        "export": {"calib_images": 32, "parity_images": 32, "int8_forms": ["all"], "int8_form_runs": 2,
+                   "int8_form_rounds": 1},
         "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3, "threads": 1, "min_speedup": None},
         "machine": {"threads": 1},
     }

@@ -115,7 +115,7 @@ def test_bench_writes_json_csv_pareto_and_picks(project: tuple[Params, Path, dic
         (m, rt, p, a, b) for m in ("teacher/model", "student/model") for b in (1, 2)
         for rt, p, a in (("torch", "fp32", "checkpoint"), ("onnxruntime", "fp32", "onnx"),
                          ("onnxruntime", "int8", "onnx-int8"), ("openvino", "fp32", "onnx"),
-                         ("openvino", "int8", "onnx-int8"))}
+                         ("openvino", "int8", "onnx-int8-openvino"))}
     for row in measured:
         assert row.p50_round_min_ms <= row.p50_round_max_ms and row.runs == 12 and row.rounds == 3
         assert row.p99_ms is None  # 12 timed calls: a 99th percentile would be the slowest call
@@ -197,8 +197,9 @@ def test_openvino_int8_gives_onnxruntime_s_answers_on_the_file_as_shipped(
 
     result = bench.run(params, [str(int8)], tmp_path / "bench", manifest)
 
-    ort_row, ov_row = [r for r in result["rows"] if r["artefact"] == "onnx-int8"]
-    assert (ort_row["runtime"], ov_row["runtime"]) == ("onnxruntime", "openvino")
+    ort_row, ov_row = [r for r in result["rows"] if r["artefact"] in ("onnx-int8", "onnx-int8-openvino")]
+    assert (ort_row["runtime"], ov_row["runtime"], ov_row["artefact"]) == ("onnxruntime", "openvino",
+                                                                          "onnx-int8-openvino")
     assert ov_row["top1"] >= ort_row["top1"] - params.bench.runtime_max_drop
     assert ov_row["status"] == "ok" and ov_row["reason"] is None
 
@@ -217,7 +218,8 @@ def test_rejected_int8_export_succeeds_and_bench_lists_it_rejected(
     report = json.loads((tmp_path / "export" / "export.json").read_text())
     int8 = report["artefacts"]["onnx-int8"]
     assert int8["status"] == "rejected" and int8["file"] is None
-    assert int8["gate"]["images"] == 50 and int8["gate"]["drop"] > 1.0
+    assert int8["reason"].startswith("no INT8 form passes on onnxruntime: all failed (top-1")  # its only form
+    assert "INT8 accuracy gate failed on 50 test images" in int8["forms"]["all"]["reason"]
     assert not (tmp_path / "export" / "model.int8.onnx").exists()
 
     code, err = run_cakd_here(["bench-latency", "export", "--data", str(manifest), "--out", "bench"], tmp_path,
@@ -231,7 +233,7 @@ def test_rejected_int8_export_succeeds_and_bench_lists_it_rejected(
     code, err = run_cakd_here([*export_args, "--strict"], tmp_path, capsys, monkeypatch)
     errors = [line for line in err.splitlines() if line.startswith("cakd: error:")]
     assert code != 0 and len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err
-    assert errors[0].startswith("cakd: error: onnx-int8: INT8 accuracy gate failed on 50 test images")
+    assert errors[0].startswith("cakd: error: onnx-int8: no INT8 form passes on onnxruntime: all failed")
     assert "onnx-int8-qat-cpu: " in errors[0] and "strict" in errors[0]  # QAT (qat.mode: auto) could not cover it
     assert (tmp_path / "export" / "export.json").read_bytes() == before  # the previous export is kept whole
 

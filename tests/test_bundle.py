@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cakd.export.artefacts import FILES
 from cakd.export.bundle import run as runner
 from cakd.export.bundle.card import model_card
 from cakd.export.bundle.golden import spread_over_classes
@@ -142,7 +143,7 @@ def test_metadata_is_in_every_onnx_file_and_export_json(made: tuple[Params, Path
     assert doc["preprocessing"]["mean"] == manifest["mean"] and doc["preprocessing"]["resize"]["interpolation"]
     assert doc["origin"]["checkpoint_sha256"] == report["checkpoint_sha256"]
     assert (folder / "labels.txt").read_text().split() == list(CLASSES)
-    for kind in ("onnx", "onnx-int8"):
+    for kind in ("onnx", "onnx-int8", "onnx-int8-openvino"):
         path = folder / report["artefacts"][kind]["file"]
         meta = ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
         assert json.loads(meta["classes"]) == list(CLASSES)
@@ -183,9 +184,10 @@ def test_a_target_with_only_a_runtime_self_tests_benches_and_scores(
     data = Path(params.data.root) / "val"
     checked = call(python, folder, "--self-test", "--artefact", "all", "--runtime", env)
     assert checked.returncode == 0, checked.stderr
+    int8 = "onnx-int8" if env == "onnxruntime" else "onnx-int8-openvino"  # each runtime's own INT8 file
     assert checked.stdout.split("\n")[:2] == [f"self-test passed: {f} on {env}" for f in ("model.onnx",
-                                                                                          "model.int8.onnx")]
-    for kind in ("onnx", "onnx-int8"):
+                                                                                          FILES[int8])]
+    for kind in ("onnx", int8):
         out = tmp_path / f"{kind}.json"
         scored = call(python, folder, "--accuracy", str(data), "--bench", "--artefact", kind, "--out", str(out))
         assert scored.returncode == 0, scored.stderr

@@ -115,7 +115,7 @@ def test_int8_on_openvino_times_the_int8_file_made_for_latency(tmp_path: Path) -
     result = report_of(project)
     for row in (result["teacher"]["row"], result["candidates"]["mlp"]["row"]):
         assert (row["runtime"], row["precision"], row["artefact"], row["batch_size"]) == (
-            "openvino", "int8", "onnx-int8", 1)
+            "openvino", "int8", "onnx-int8-openvino", 1)  # OpenVINO's own kind, made with the all recipe
         assert row["activations"] == "uint8" and row["p50_ms"] > 0
 
 

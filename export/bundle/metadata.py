@@ -23,7 +23,8 @@ from .run import BUNDLE_KEY, BUNDLE_VERSION, PIL_FILTERS
 BUNDLE_RUNTIMES = ("onnxruntime", "openvino", "tensorrt")  # what run.py runs
 PRECISION = {"onnx": "fp32", "onnx-fp16": "fp16"}  # every other ONNX artefact is INT8
 FORM = {"onnx": "FP32", "onnx-fp16": "FP16 weights and compute, FP32 input/output",
-        "onnx-int8": "INT8 post-training static quantisation (QDQ), CPU form",
+        "onnx-int8": "INT8 post-training static quantisation (QDQ), onnxruntime's form chosen by measurement",
+        "onnx-int8-openvino": "INT8 post-training static quantisation (QDQ), OpenVINO's form chosen by measurement",
         "onnx-int8-trt": "INT8 post-training static quantisation (QDQ), TensorRT form",
         "onnx-int8-qat": "INT8 quantisation-aware training (QDQ), TensorRT form",
         "onnx-int8-qat-cpu": "INT8 quantisation-aware training weights, post-training QDQ, CPU form"}

@@ -29,8 +29,9 @@ from ..artefacts import ARTEFACTS, FILES, made_by
 from ..exported import REPORT
 from ..onnx_inspect import onnx_shape
 from ..runtimes import RUNTIMES, Artefact, Precision
-from .gate_data import GateData
+from .gate_data import EVAL_BATCH, GateData
 from .int8 import export_int8, gate_int8_file, logits_on, quantize_int8
+from .int8_search import search
 from .onnx_export import export_fp16, export_fp32
 from .runtime_gate import Serving, gate_on_runtimes
 
@@ -98,12 +99,13 @@ def export_model(source: Path, out_dir: Path, kinds: list[Artefact], cfg: Export
         entries = made["artefacts"]
         with profiling.phase("int8-gate"):
             fp32 = logits_on(tmp / FILES["onnx"], data.test_loader) if _gated_int8(kinds, data) else None
-        entries.update(_int8_artefacts(tmp, [k for k in kinds if k in POST_TRAINING_INT8], cfg, data, fp32))
+        spec = (made["model"]["img_size"], made["model"].get("in_chans", 3))
+        entries.update(_int8_artefacts(tmp, [k for k in kinds if k in POST_TRAINING_INT8], cfg, data, fp32,
+                                       (serving or Serving((), (EVAL_BATCH,)), spec)))
         entries.update(_qat_artefacts(tmp, [k for k in kinds if k in QAT_KINDS], entries, cfg, data, fp32, qat,
                                       (source, model)))
         if serving is not None and fp32 is not None:
             with profiling.phase("int8-gate"):
-                spec = (made["model"]["img_size"], made["model"].get("in_chans", 3))
                 gate_on_runtimes(tmp, entries, serving, spec, data.test_loader, fp32, cfg)
         uncovered = _uncovered_rejections(entries)
         if uncovered and cfg.strict:
@@ -178,15 +180,20 @@ NO_DATA = "no dataset to calibrate and gate INT8 on (give --data)"
 
 
 def _int8_artefacts(folder: Path, kinds: list[Artefact], cfg: ExportParams, data: GateData,
-                    fp32: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, dict]:
-    """The CPU and TensorRT INT8 forms from the FP32 ONNX, each through the same INT8 gate (``fp32``: the FP32
-    ONNX's test logits and the labels)."""
+                    fp32: tuple[torch.Tensor, torch.Tensor] | None, where: tuple[Serving, tuple[int, int]]
+                    ) -> dict[str, dict]:
+    """The CPU runtimes' INT8 files, each in the form measured best on its runtime (``int8_search``), and
+    TensorRT's, each through the INT8 gate (``fp32``: the FP32 ONNX's test logits and the labels; ``where``:
+    the serving runtimes and batch sizes, and the input's size and channels)."""
     if not kinds:
         return {}
     if data.calib_images is None or fp32 is None:
         return {kind: _entry(kind, folder, "skipped", reason=NO_DATA) for kind in kinds}
-    entries = {}
-    for kind in kinds:
+    per_runtime = [kind for kind in kinds if ARTEFACTS[kind].chosen_on is not None]
+    found = search(folder, per_runtime, cfg, data.calib_images, data.test_loader, fp32, *where) if per_runtime else {}
+    entries = {kind: _entry(kind, folder, status, reason=reason, **details)
+               for kind, (status, reason, details) in found.items()}
+    for kind in (k for k in kinds if k not in found):
         gate = export_int8(folder / FILES["onnx"], folder / FILES[kind], data.calib_images, data.test_loader, fp32,
                            max_drop=cfg.int8_max_drop, min_agreement=cfg.int8_min_agreement,
                            **int8_recipe(kind, cfg))

@@ -62,28 +62,30 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: torch.Tensor, *,
-                  activations: Activations = "int8", quantize_bias: bool = True, reduce_range: bool = True) -> Path:
+                  activations: Activations = "int8", quantize_bias: bool = True, reduce_range: bool = True,
+                  op_types: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
     """Write the QDQ model to ``out_path``; ``quant_pre_process`` first runs shape inference and folds the
     graph so quantisation sees the ops that will actually execute. Its intermediate file, and onnxruntime's own
     temporary models, go next to ``out_path`` (inside the export's temporary folder, never the system's).
     ``quantize_bias=False`` keeps biases float: TensorRT's operator table has no INT32 DequantizeLinear.
-    ``reduce_range`` quantises weights to 7 bits (see ``ExportParams.int8_reduce_range``)."""
+    ``reduce_range`` quantises weights to 7 bits (see ``ExportParams.int8_reduce_range``). ``op_types`` limits
+    quantisation to those op types and ``nodes_to_exclude`` keeps those nodes float (the INT8 forms of
+    ``int8_forms``); None: onnxruntime's defaults (every op type it can quantise, no node excluded)."""
     if len(calib_images) == 0:
         raise CakdError("INT8 calibration needs at least one image")
     out_path = Path(out_path)
     prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
     try:  # onnxruntime's own temporary models (pre.quant.*, ort.quant.*) go next to the output too
         with _quiet_root_logger(), temp_beside(out_path, python_temp=True):
-            try:
-                quant_pre_process(str(fp32_onnx), str(prepared))
-            except Exception:  # its symbolic shape inference misses some op patterns; ONNX's own suffices then
-                quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+            prepare(fp32_onnx, prepared)
             quantize_static(
                 prepared, out_path, ImageCalibrationReader(calib_images),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=reduce_range,
                 weight_type=QuantType.QInt8,
+                op_types_to_quantize=op_types,
+                nodes_to_exclude=nodes_to_exclude,
                 activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": activations == "int8",
                                "QuantizeBias": quantize_bias},
@@ -91,6 +93,16 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, calib_images: tor
     finally:
         prepared.unlink(missing_ok=True)
     return out_path
+
+
+def prepare(fp32_onnx: str | Path, prepared: Path) -> Path:
+    """``quant_pre_process``: the graph onnxruntime's quantiser sees (its node and weight names are the ones a
+    QDQ file and ``qdq_loss_debug`` speak of)."""
+    try:
+        quant_pre_process(str(fp32_onnx), str(prepared))
+    except Exception:  # its symbolic shape inference misses some op patterns; ONNX's own suffices then
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def logits_on(path: str | Path, loader: Loader) -> tuple[torch.Tensor, torch.Tensor]:

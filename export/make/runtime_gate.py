@@ -36,6 +36,7 @@ class Serving:
     batch_sizes: tuple[int, ...]
     threads: int = 1
     openvino_hint: str = "f32"
+    bench_batch_sizes: tuple[int, ...] = ()  # the bench's own (``batch_sizes`` adds the evaluation batch)
 
     def key(self) -> dict:
         return asdict(self)
@@ -44,7 +45,7 @@ class Serving:
 def serving_of(params: Params) -> Serving:
     """``deploy.runtimes`` at ``bench.batch_sizes`` plus the evaluation batch (the largest a user is told of)."""
     return Serving(tuple(params.deploy.runtimes), tuple(sorted({*params.bench.batch_sizes, EVAL_BATCH})),
-                   params.bench.threads, params.bench.openvino_hint)
+                   params.bench.threads, params.bench.openvino_hint, tuple(sorted(params.bench.batch_sizes)))
 
 
 def consumers(kind: str, runtimes: Iterable[str]) -> list[str]:
@@ -78,10 +79,11 @@ def gate_on_runtimes(folder: Path, entries: dict[str, dict], serving: Serving, s
         users = consumers(kind, serving.runtimes)
         if entry["status"] != "ok" or not users:
             continue
-        path = folder / entry["file"]
+        path, done = folder / entry["file"], entry.get("runtimes", {})  # the form search gated its own runtime
         with tempfile.TemporaryDirectory(dir=folder) as work:  # a runtime's compiled files are not shipped
-            entry["runtimes"] = {rt: check_on_runtime(path, rt, serving, spec, loader, fp32, cfg, Path(work))
-                                 for rt in users}
+            checked = {rt: check_on_runtime(path, rt, serving, spec, loader, fp32, cfg, Path(work))
+                       for rt in users if rt not in done}
+        entry["runtimes"] = {**done, **checked}
         said = runtime_refusals(entry)
         refusals = [f"{rt} {said[rt]}" for rt, result in entry["runtimes"].items()
                     if "unchecked" not in result and not result["batch_sizes"]]

@@ -20,7 +20,7 @@ import torch
 
 from ...pipeline.errors import CakdError
 from ...pipeline.files.fileio import bounded
-from ..artefacts import int8_kinds
+from ..artefacts import int8_kinds_on
 from .base import Runner, Runtime, Session, Settings
 
 SHAPE = "static, compiled per batch size"
@@ -81,7 +81,7 @@ def build(session: Session) -> Runner:
     return Runner(predict, timed_call)
 
 
-RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": int8_kinds("cpu")}, "onnxruntime",
+RUNTIME = Runtime("openvino", {"fp32": ("onnx",), "int8": int8_kinds_on("openvino")}, "onnxruntime",
                   unavailable, options, build)
 
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import torch
 
 from ...pipeline.errors import CakdError
-from ..artefacts import int8_kinds
+from ..artefacts import int8_kinds_on
 from .base import Runner, Runtime, Session, Settings
 
 
@@ -55,5 +55,6 @@ def build(session: Session) -> Runner:
     return ort_runner(session.path, options(session.settings))
 
 
-RUNTIME = Runtime("onnxruntime", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": int8_kinds("cpu")}, "torch",
+RUNTIME = Runtime("onnxruntime", {"fp32": ("onnx",), "fp16": ("onnx-fp16",), "int8": int8_kinds_on("onnxruntime")},
+                  "torch",
                   lambda: None, options, build)

@@ -272,6 +272,14 @@ class ExportParams(Section):
     # weights overflow (a ResNet-10-T on digits kept 74% of FP32's answers; 7 bits: 100%).
     int8_reduce_range: bool = True
     calib_images: int = Field(256, ge=1)
+    # The INT8 forms tried for each CPU runtime's own file (export/make/int8_forms.py): each is gated on that
+    # runtime at every serving batch size and timed; the fastest that passes ships (docs/INT8_RUNTIMES.md).
+    int8_forms: list[Literal["all", "all-8bit", "conv-gemm-matmul", "minus-mishandled", "k-sensitive-float",
+                             "nncf"]] = Field(default_factory=lambda: ["all", "all-8bit", "conv-gemm-matmul", "nncf"],
+                                              min_length=1)
+    int8_sensitive_k: int = Field(2, ge=1)  # k-sensitive-float: the k layers with the largest weight error stay float
+    int8_form_runs: int = Field(20, ge=1)  # timing of each passing form: calls per round (batch 1, largest bench batch)
+    int8_form_rounds: int = Field(3, ge=1)  # interleaved rounds: each form and FP32 once per round
     int8_max_drop: float = Field(1.0, ge=0)  # INT8 gate: allowed top-1 drop (points) below FP32 on the test set
     int8_min_agreement: float = Field(95.0, ge=0, le=100)  # INT8 gate: % of test images where INT8 top-1 = FP32's
     strict: bool = False  # a rejected INT8 stops `cakd export` (non-zero exit) instead of being recorded

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...export.artefacts import ARTEFACTS, int8_kinds
 from ...export.decide.int8_pays import unpaid_lines
 from ...export.decide.picks import TEACHER, picks, reference_batch
 from ...export.decide.report import print_table, write_csv, write_pareto_plot
@@ -46,7 +47,10 @@ def as_export(item: Item, params: Params, data: GateData | None, exports: Path) 
     if kind in ("onnx-int8", "onnx-fp16"):
         in_chans, img_size, num_classes = onnx_shape(item.path)
         model = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes}
-        return Exported(item.path.parent, {"source": str(item.path), "model": model}, {kind: item.path}, {})
+        # an INT8 file given by hand is every CPU runtime's own INT8 file: each runs it as given
+        kinds = [k for k in int8_kinds("cpu") if ARTEFACTS[k].chosen_on] if kind == "onnx-int8" else [kind]
+        return Exported(item.path.parent, {"source": str(item.path), "model": model},
+                        dict.fromkeys(kinds, item.path), {})
     from ...export.make.artefacts import artefacts_for, export_model  # the exporter loads only when a file needs it
     from ...export.make.runtime_gate import serving_of
 

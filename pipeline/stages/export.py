@@ -143,6 +143,7 @@ def _check_text(entry: dict) -> str:
         return f"max|diff| {p['max_abs_diff']:.1e}, agrees {100 * p['top1_agreement']:.1f}%, {p['images']} images"
     if entry.get("gate"):
         g = entry["gate"]
+        form = f", form {entry['chosen']} ({entry['quantiser']})" if entry.get("chosen") else ""
         return (f"top-1 {g['top1']:.2f}% (FP32 {g['fp32_top1']:.2f}%), agrees {g['agreement']:.1f}%, "
-                f"{g['images']} images")
+                f"{g['images']} images{form}")
     return entry.get("reason") or ""

@@ -14,8 +14,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ...export.artefacts import int8_kinds
+from ...export.artefacts import ARTEFACTS, int8_kinds
 from ...export.exported import read_export, runtime_refusals
+from ...export.make.int8_choice import runtime_line
 from ...export.measure.bench_report import read_bench_report
 from ...export.measure.rows import BenchRow, Pick
 from ..files import layout
@@ -36,6 +37,7 @@ def int8_outcome(artefacts: dict) -> str:
     parts = []
     for kind, entry in entries.items():
         gate, how = entry.get("gate") or {}, _how_trained(entry.get("qat"))
+        how += f" in form {entry['chosen']} by {entry['quantiser']}" if entry.get("chosen") else ""
         if entry["status"] == "ok":
             parts.append(f"{kind}{how} top-1 {gate['top1']:.2f}% (drop {gate['drop']:.2f} points, "
                          f"{gate['agreement']:.1f}% agreement with FP32 on {gate['images']} images)"
@@ -102,8 +104,21 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
         }
     result["deploy"] = {p.runtime: {k: v for k, v in p.to_dict().items() if k != "runtime"} for p in chosen}
     result["int8_unpaid"] = bench.get("int8_unpaid", [])  # where INT8 is no faster than FP32 (int8_pays)
-    result["deploy_lines"] = [p.line for p in chosen]
+    forms = {label: read_export(layout.export_dir(label, exports)).report["artefacts"]
+             for label in [layout.TEACHER, *students]}
+    result["deploy_lines"] = [p.line + forms_said(p, forms) for p in chosen]
     return result
+
+
+def forms_said(pick: Pick, artefacts: dict[str, dict]) -> str:
+    """For a deploy line that names no model: each model's INT8 forms tried for that runtime, with their numbers
+    (``export.json``), so the reason none qualifies is on the line; empty otherwise."""
+    if pick.model is not None:
+        return ""
+    said = [runtime_line(label, pick.runtime, entry) for label, entries in artefacts.items()
+            for kind, entry in entries.items() if ARTEFACTS.get(kind) and ARTEFACTS[kind].chosen_on == pick.runtime
+            and "forms" in entry]
+    return "; INT8 forms tried: " + " | ".join(said) if said else ""
 
 
 def source_line(source: dict | None) -> str:
