@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cakd.export.exported import read_export
+from cakd.export.make import int8_forms
 from cakd.export.make.artefacts import export_model
 from cakd.export.make.gate_data import gate_data
 from cakd.export.make.int8_choice import choose, none_passed, runtime_line
@@ -141,3 +142,25 @@ def test_without_nncf_its_form_is_recorded_unavailable_with_why(monkeypatch: pyt
     assert path is None and row == {"quantiser": "nncf", "status": "unavailable",
                                     "reason": "nncf is not installed (pip install 'cakd[nncf]')"}
     assert choose({"nncf": row}) is None
+
+
+@pytest.mark.parametrize(("machine", "flags", "made"), [
+    ("x86_64", ["avx2", "fma"], False),          # AVX2 without VNNI: 8-bit weights saturate, the form is skipped
+    ("x86_64", ["avx2", "avx512_vnni"], True),
+    ("x86_64", ["avx2", "avx_vnni"], True),
+    ("aarch64", [], True),                       # not x86: the gate decides
+])
+def test_8bit_weights_are_tried_only_where_the_cpu_has_vnni(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             machine: str, flags: list[str], made: bool) -> None:
+    monkeypatch.setattr(int8_forms.platform, "machine", lambda: machine)
+    monkeypatch.setattr(int8_forms, "cpu_flags", lambda: flags)
+    quantised = []
+    job = FormJob(tmp_path / "model.onnx", tmp_path, torch.zeros(1, 3, 8, 8), ExportParams(),
+                  check=lambda path, runtime: {"batch_sizes": [1], "checked": {"1": {"top1": 90.0, "agreement": 99.0,
+                                                                                      "reason": None}}},
+                  evaluate=lambda path, runtime: 90.0)
+    monkeypatch.setattr(job, "qdq", lambda **recipe: quantised.append(recipe) or tmp_path / "q.onnx")
+    row, path = try_form("all-8bit", job, "onnxruntime")
+    assert (row["status"] == "passed") == made and quantised == ([{"reduce_range": False}] if made else [])
+    if not made:
+        assert path is None and "no VNNI" in row["reason"]

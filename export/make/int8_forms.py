@@ -4,7 +4,7 @@ One QDQ file is right and fast on onnxruntime and wrong or slow on OpenVINO (iss
 its own file, chosen among these forms by measurement on that runtime (``int8_search``):
 
 - ``all``: onnxruntime's ``quantize_static`` on every op type it can quantise, 7-bit weights (``reduce_range``);
-- ``all-8bit``: the same with 8-bit weights (right only where the CPU has VNNI: the gate says so on this machine);
+- ``all-8bit``: the same with 8-bit weights (tried only where the CPU has VNNI: without it they saturate);
 - ``conv-gemm-matmul``: only Conv, Gemm and MatMul quantised;
 - ``minus-mishandled``: every op type but those this runtime gets wrong when they alone are quantised;
 - ``k-sensitive-float``: ``all`` with the k layers of largest weight quantisation error (lowest SQNR against
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from onnx import numpy_helper
 
 from ...pipeline.settings.params import ExportParams
+from ..measure.sysinfo import cpu_flags
 from ..runtimes.base import INPUT_NAME
 from .int8 import prepare, quantize_int8
 
@@ -84,7 +86,16 @@ def _all(job: FormJob, runtime: str) -> Made:
     return job.qdq(reduce_range=True), {"reduce_range": True}
 
 
+VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 int8 dot products that do not saturate at 8-bit weights
+
+
 def _all_8bit(job: FormJob, runtime: str) -> Made:
+    """Skipped on an x86 CPU without VNNI, where 8-bit weights saturate the u8 x s8 int16 sums of onnxruntime's
+    and OpenVINO's int8 kernels: on such a CPU (AVX2, 2026-12-07) this form failed the gate on every default
+    model on both runtimes (docs/INT8_RUNTIMES.md), so making and gating it there only costs export time."""
+    if platform.machine().lower() in ("x86_64", "amd64") and not VNNI & set(cpu_flags()):
+        raise FormUnavailable("this x86 CPU has no VNNI (avx512_vnni, avx_vnni, amx_int8 absent): 8-bit weights "
+                              "saturate its int8 kernels' sums; 7-bit weights (all) are the form for it")
     return job.qdq(reduce_range=False), {"reduce_range": False}
 
 
