@@ -9,6 +9,8 @@ Whether the winner is faster than FP32 is ``decide/int8_pays``'s rule, applied t
 
 from __future__ import annotations
 
+from ...pipeline.files.fileio import bounded
+
 
 def _by_batch(values: dict[str, float]) -> list[float]:
     return [values[b] for b in sorted(values, key=int)]
@@ -49,15 +51,29 @@ def none_passed(runtime: str, forms: dict[str, dict]) -> str:
     return f"no INT8 form passes on {runtime}: {tried}"
 
 
+def form_brief(name: str, row: dict) -> str:
+    """One form in a few words for a line a person reads (``nncf 0.76 ms``, ``all failed at batch 64 (top-1
+    60.00%)``, ``all-8bit not made (this x86 CPU has no VNNI ...)``); ``form_said`` and export.json say it all."""
+    if row["status"] in ("unavailable", "error"):
+        return f"{name} not made ({bounded(row['reason'].split(': ')[0], 70)})"
+    if row["status"] != "passed":
+        refused = [b for b, at in row.get("checked", {}).items() if at["reason"] is not None]
+        where = f" at batch {', '.join(refused)}" if refused else ""
+        return f"{name} failed{where} (top-1 {row['top1']:.2f}%)"
+    p50 = row.get("p50_ms") or {}
+    return f"{name} {p50[min(p50, key=int)]:.2f} ms" if p50 else f"{name} passed, not timed"
+
+
 def runtime_line(label: str, runtime: str, entry: dict) -> str:
-    """Which form and quantiser made ``label``'s INT8 file for ``runtime``, or why none did, with every form's
-    numbers and FP32's p50 from ``export.json``: what the summary says under a runtime's deploy line."""
-    fp32 = entry.get("fp32_p50_ms") or {}
-    fp32_said = ("; FP32 p50 " + " / ".join(f"{fp32[b]:.2f}" for b in sorted(fp32, key=int)) + " ms"
-                 if fp32 else "")
+    """``label``'s INT8 forms on ``runtime`` in one short line from ``export.json``, the chosen one first, with
+    FP32's p50 in the same rounds: what the summary prints under a deploy line that names no model."""
     forms = entry.get("forms", {})
-    if entry.get("chosen"):
-        others = "; ".join(form_said(name, row) for name, row in forms.items())
-        return (f"{label} INT8 on {runtime}: form {entry['chosen']} by {entry['quantiser']}{fp32_said} "
-                f"(tried: {others})")
-    return f"{label} INT8 on {runtime}: {entry.get('reason') or none_passed(runtime, forms)}{fp32_said}"
+    chosen = entry.get("chosen")
+    order = sorted(forms, key=lambda name: name != chosen)
+    briefs = [form_brief(name, forms[name]) + (f" (chosen, {entry['quantiser']})" if name == chosen else "")
+              for name in order]
+    fp32 = entry.get("fp32_p50_ms") or {}
+    first = min(fp32, key=int) if fp32 else None
+    fp32_said = f"; FP32 {fp32[first]:.2f} ms (p50, batch {first})" if first else ""
+    verdict = "" if chosen else "none passes: "
+    return f"{label} INT8 on {runtime}: {verdict}{', '.join(briefs) or 'no form tried'}{fp32_said}"

@@ -94,8 +94,8 @@ def _all_8bit(job: FormJob, runtime: str) -> Made:
     and OpenVINO's int8 kernels: on such a CPU (AVX2, 2026-12-07) this form failed the gate on every default
     model on both runtimes (docs/INT8_RUNTIMES.md), so making and gating it there only costs export time."""
     if platform.machine().lower() in ("x86_64", "amd64") and not VNNI & set(cpu_flags()):
-        raise FormUnavailable("this x86 CPU has no VNNI (avx512_vnni, avx_vnni, amx_int8 absent): 8-bit weights "
-                              "saturate its int8 kernels' sums; 7-bit weights (all) are the form for it")
+        raise FormUnavailable("no VNNI on this x86 CPU: 8-bit weights saturate its int8 kernels' sums "
+                              "(avx512_vnni, avx_vnni, amx_int8 absent); 7-bit weights (all) are its form")
     return job.qdq(reduce_range=False), {"reduce_range": False}
 
 

@@ -106,19 +106,19 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     result["int8_unpaid"] = bench.get("int8_unpaid", [])  # where INT8 is no faster than FP32 (int8_pays)
     forms = {label: read_export(layout.export_dir(label, exports)).report["artefacts"]
              for label in [layout.TEACHER, *students]}
-    result["deploy_lines"] = [p.line + forms_said(p, forms) for p in chosen]
+    result["deploy_lines"] = [p.line for p in chosen]
+    result["deploy_notes"] = {p.runtime: forms_said(p, forms) for p in chosen if forms_said(p, forms)}
     return result
 
 
-def forms_said(pick: Pick, artefacts: dict[str, dict]) -> str:
-    """For a deploy line that names no model: each model's INT8 forms tried for that runtime, with their numbers
-    (``export.json``), so the reason none qualifies is on the line; empty otherwise."""
+def forms_said(pick: Pick, artefacts: dict[str, dict]) -> list[str]:
+    """For a deploy line that names no model: one line per model with its INT8 forms tried on that runtime and
+    their numbers (``export.json``), so why none qualifies is right under it; none otherwise."""
     if pick.model is not None:
-        return ""
-    said = [runtime_line(label, pick.runtime, entry) for label, entries in artefacts.items()
+        return []
+    return [runtime_line(label, pick.runtime, entry) for label, entries in artefacts.items()
             for kind, entry in entries.items() if ARTEFACTS.get(kind) and ARTEFACTS[kind].chosen_on == pick.runtime
             and "forms" in entry]
-    return "; INT8 forms tried: " + " | ".join(said) if said else ""
 
 
 def source_line(source: dict | None) -> str:
@@ -157,8 +157,14 @@ def print_summary(summary: dict) -> None:
     t = summary["teacher"]
     console.print(escape(f"teacher {t['model']}: top-1 {t['top1']:.2f}%, {source_line(t['source'])}; {t['int8']}"
                          f"{_failures(t)}"))
-    for line in [*summary.get("int8_unpaid", []), *summary["deploy_lines"]]:
+    for line in summary.get("int8_unpaid", []):
         console.print(escape(line))
+    for line in summary["deploy_lines"]:
+        console.print(escape(line))
+    for runtime, notes in summary.get("deploy_notes", {}).items():  # under the lines: why nothing deploys there
+        console.print(escape(f"{runtime}, the INT8 forms tried (p50 at batch 1; all numbers in export.json):"))
+        for note in notes:
+            console.print(escape(f"  {note}"))
 
 
 def run(students: dict[str, str], reports: Path, exports: Path, bench_path: Path, out: Path) -> dict:
