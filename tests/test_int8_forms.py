@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cakd.export.exported import read_export
-from cakd.export.make import int8_forms
+from cakd.export.make import int8_forms, int8_search
 from cakd.export.make.artefacts import export_model
 from cakd.export.make.gate_data import gate_data
 from cakd.export.make.int8_choice import choose, none_passed, runtime_line
@@ -160,9 +160,32 @@ def test_8bit_weights_are_tried_only_where_the_cpu_has_vnni(monkeypatch: pytest.
     job = FormJob(tmp_path / "model.onnx", tmp_path, torch.zeros(1, 3, 8, 8), ExportParams(),
                   check=lambda path, runtime: {"batch_sizes": [1], "checked": {"1": {"top1": 90.0, "agreement": 99.0,
                                                                                       "reason": None}}},
-                  evaluate=lambda path, runtime: 90.0)
+                  score=lambda path, runtime, batches: [90.0])
     monkeypatch.setattr(job, "qdq", lambda **recipe: quantised.append(recipe) or tmp_path / "q.onnx")
     row, path = try_form("all-8bit", job, "onnxruntime")
     assert (row["status"] == "passed") == made and quantised == ([{"reduce_range": False}] if made else [])
     if not made:
         assert path is None and "no VNNI" in row["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(RUNTIMES["openvino"].unavailable() is not None or nncf_missing() is not None,
+                    reason="needs OpenVINO and NNCF (pip install -e '.[test]')")
+def test_nncf_accuracy_control_scores_the_test_batches_it_is_given(
+        setup: tuple[Params, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """When plain NNCF fails the gate (here: 100% agreement required), accuracy control runs with the test set's
+    batches as its validation items, scoring only the items NNCF passes (never the whole set per item)."""
+    params, manifest, checkpoint = setup
+    cfg = params.export.model_copy(update={"int8_forms": ["nncf"], "int8_min_agreement": 100.0,
+                                           "int8_form_runs": 2, "int8_form_rounds": 2})
+    scored: list[int] = []
+    score = int8_search.top1_per_batch
+    monkeypatch.setattr(int8_search, "top1_per_batch",
+                        lambda path, rt, serving, spec, batches, work: scored.append(len(batches)) or score(
+                            path, rt, serving, spec, batches, work))
+    report = export_model(checkpoint, tmp_path / "export", KINDS, cfg, gate_data(params, manifest),
+                          serving=Serving(("openvino",), (1, 8), bench_batch_sizes=(1, 8)))
+    form = report["artefacts"]["onnx-int8-openvino"]["forms"]["nncf"]
+    assert form["recipe"]["method"] == "nncf.quantize_with_accuracy_control", form
+    test_batches = -(-len(gate_data(params, manifest).test_loader.dataset) // 8)
+    assert scored and max(scored) <= test_batches and len(scored) < 4 * test_batches

@@ -36,6 +36,7 @@ from ..runtimes.base import INPUT_NAME
 from .int8 import prepare, quantize_int8
 
 CONV_GEMM_MATMUL = ["Conv", "Gemm", "MatMul"]
+Batch = tuple[torch.Tensor, torch.Tensor]  # test images and their labels
 
 
 class FormUnavailable(Exception):
@@ -46,14 +47,16 @@ class FormUnavailable(Exception):
 class FormJob:
     """What every form is made from, and the files made so far (one per recipe, shared between runtimes).
     ``check(path, runtime)`` is the INT8 gate of a file on a runtime at every serving batch size
-    (``runtime_gate.check_on_runtime``); ``evaluate(path, runtime)`` its top-1 (percent) at the largest one."""
+    (``runtime_gate.check_on_runtime``); ``score(path, runtime, batches)`` its top-1 (percent) on each of the
+    given test batches; ``test_batches`` the test split at the largest serving batch size."""
 
     fp32_onnx: Path
     work: Path
     calib_images: torch.Tensor
     cfg: ExportParams
     check: Callable[[Path, str], dict]
-    evaluate: Callable[[Path, str], float]
+    score: Callable[[Path, str, list[Batch]], list[float]]
+    test_batches: list[Batch] = field(default_factory=list)
     made: dict[str, Path] = field(default_factory=dict)
 
     def qdq(self, *, reduce_range: bool = True, op_types: list[str] | None = None,
@@ -199,16 +202,18 @@ def _nncf(job: FormJob, runtime: str) -> Made:
     if len(plain["batch_sizes"]) == len(plain["checked"]):
         return path, details
 
-    def top1(candidate: onnx.ModelProto, items: Iterable[object]) -> tuple[float, None]:
-        """The gate's top-1 on the test set; NNCF's own items are only counted (it sizes its ranking by them)."""
-        for _ in items:
-            pass
+    def top1(candidate: onnx.ModelProto, items: Iterable[Batch]) -> tuple[float, list[float]]:
+        """Top-1 (percent) on the test batches NNCF gives, and per batch: with the per-item values NNCF ranks
+        layers from them instead of calling this once per item."""
+        batches = list(items)
         scratch = job.work / "nncf-candidate.onnx"
         onnx.save(candidate, str(scratch))
-        return job.evaluate(scratch, runtime), None
+        per_batch = job.score(scratch, runtime, batches)
+        sizes = [len(labels) for _, labels in batches]
+        return sum(p * size for p, size in zip(per_batch, sizes, strict=True)) / sum(sizes), per_batch
 
     controlled = nncf.quantize_with_accuracy_control(
-        model, calib, calib, top1, max_drop=job.cfg.int8_max_drop, subset_size=n)
+        model, calib, nncf.Dataset(job.test_batches), top1, max_drop=job.cfg.int8_max_drop, subset_size=n)
     path = job.work / "nncf-ac.onnx"
     onnx.save(controlled, str(path))
     return path, {**details, "method": "nncf.quantize_with_accuracy_control",

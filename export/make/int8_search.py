@@ -44,18 +44,18 @@ def search(folder: Path, kinds: list[Artefact], cfg: ExportParams, calib: torch.
     try:
         job = FormJob(folder / FILES["onnx"], work, calib, cfg,
                       check=lambda path, rt: check_on_runtime(path, rt, serving, spec, loader, fp32, cfg, work),
-                      evaluate=lambda path, rt: top1_on(path, rt, serving, spec, loader, work))
+                      score=lambda path, rt, batches: top1_per_batch(path, rt, serving, spec, batches, work),
+                      test_batches=loader)
         return {kind: _for_runtime(folder, kind, job, serving, spec, fp32) for kind in kinds}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def top1_on(path: Path, runtime: str, serving: Serving, spec: tuple[int, int], loader: Loader, work: Path) -> float:
-    """Top-1 (percent) of an INT8 file on ``runtime`` at the largest serving batch size."""
+def top1_per_batch(path: Path, runtime: str, serving: Serving, spec: tuple[int, int],
+                   batches: list[tuple[torch.Tensor, torch.Tensor]], work: Path) -> list[float]:
+    """Top-1 (percent) of an INT8 file on ``runtime`` on each test batch, run at that batch's size."""
     predict = _runner(path, "int8", runtime, serving, spec, work, serving.batch_sizes).predict
-    batches = rebatched(loader, max(serving.batch_sizes))
-    logits, labels = torch.cat([predict(x) for x, _ in batches]), torch.cat([y for _, y in batches])
-    return 100.0 * top1_hits(logits, labels) / len(labels)
+    return [100.0 * top1_hits(predict(x), y) / len(y) for x, y in batches]
 
 
 def _runner(path: Path, precision: str, runtime: str, serving: Serving, spec: tuple[int, int], work: Path,
