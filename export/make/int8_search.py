@@ -24,10 +24,10 @@ from ..artefacts import ARTEFACTS, FILES, Artefact
 from ..measure.bench import Timing, failure_line, measure
 from ..measure.bench_accuracy import rebatched
 from ..measure.sysinfo import cpu_flags, cpu_model
-from ..runtimes import RUNTIMES, Runner, Session, Settings
+from ..runtimes import RUNTIMES
 from .int8_choice import choose, none_passed
 from .int8_forms import FORMS, FormJob, FormUnavailable
-from .runtime_gate import Serving, check_on_runtime
+from .runtime_gate import Serving, check_on_runtime, serving_runner
 
 Loader = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Found = tuple[str, str | None, dict]  # (status, reason, details for the export.json entry)
@@ -54,14 +54,8 @@ def search(folder: Path, kinds: list[Artefact], cfg: ExportParams, calib: torch.
 def top1_per_batch(path: Path, runtime: str, serving: Serving, spec: tuple[int, int],
                    batches: list[tuple[torch.Tensor, torch.Tensor]], work: Path) -> list[float]:
     """Top-1 (percent) of an INT8 file on ``runtime`` on each test batch, run at that batch's size."""
-    predict = _runner(path, "int8", runtime, serving, spec, work, serving.batch_sizes).predict
+    predict = serving_runner(path, "int8", runtime, serving, spec, work, serving.batch_sizes).predict
     return [100.0 * top1_hits(predict(x), y) / len(y) for x, y in batches]
-
-
-def _runner(path: Path, precision: str, runtime: str, serving: Serving, spec: tuple[int, int], work: Path,
-            batch_sizes: tuple[int, ...]) -> Runner:
-    settings = Settings(serving.threads, work, batch_sizes, openvino_hint=serving.openvino_hint)
-    return RUNTIMES[runtime].build(Session(path, precision, None, spec[0], spec[1], settings))
 
 
 def _for_runtime(folder: Path, kind: Artefact, job: FormJob, serving: Serving, spec: tuple[int, int],
@@ -120,7 +114,7 @@ def _time(fp32_onnx: Path, passing: dict[str, Path], rows: dict[str, dict], runt
     bench = serving.bench_batch_sizes or serving.batch_sizes
     batches = tuple(sorted({min(serving.batch_sizes), max(bench)}))
     files = [fp32_onnx, *passing.values()]
-    runners = [_runner(path, "fp32" if i == 0 else "int8", runtime, serving, spec, job.work, batches)
+    runners = [serving_runner(path, "fp32" if i == 0 else "int8", runtime, serving, spec, job.work, batches)
                for i, path in enumerate(files)]
     with profiling.phase("int8-forms-timing"):
         stats = measure(runners, Timing(batches, WARMUP, job.cfg.int8_form_runs, job.cfg.int8_form_rounds))

@@ -21,7 +21,7 @@ import torch
 from ...pipeline.settings.params import ExportParams, Params
 from ..exported import runtime_refusals
 from ..measure.bench_accuracy import rebatched
-from ..runtimes import RUNTIMES, Session, Settings
+from ..runtimes import RUNTIMES, Runner, Session, Settings
 from .gate_data import EVAL_BATCH
 from .int8 import int8_gate
 
@@ -52,6 +52,13 @@ def consumers(kind: str, runtimes: Iterable[str]) -> list[str]:
     return [name for name in runtimes if kind in RUNTIMES[name].consumes.get("int8", ())]
 
 
+def serving_runner(path: Path, precision: str, runtime: str, serving: Serving, spec: tuple[int, int],
+                   work_dir: Path, batch_sizes: tuple[int, ...]) -> Runner:
+    """A runtime's runner for one file with the serving session settings (``spec``: input size and channels)."""
+    settings = Settings(serving.threads, work_dir, batch_sizes, openvino_hint=serving.openvino_hint)
+    return RUNTIMES[runtime].build(Session(path, precision, None, spec[0], spec[1], settings))
+
+
 def check_on_runtime(path: Path, runtime: str, serving: Serving, spec: tuple[int, int], loader: Loader,
                      fp32: tuple[torch.Tensor, torch.Tensor], cfg: ExportParams, work_dir: Path) -> dict:
     """The INT8 gate of ``path`` on one runtime at each batch size: ``batch_sizes`` it passes at, and per batch
@@ -59,9 +66,7 @@ def check_on_runtime(path: Path, runtime: str, serving: Serving, spec: tuple[int
     why_not = RUNTIMES[runtime].unavailable()
     if why_not is not None:
         return {"unchecked": why_not}
-    img_size, in_chans = spec
-    settings = Settings(serving.threads, work_dir, serving.batch_sizes, openvino_hint=serving.openvino_hint)
-    predict = RUNTIMES[runtime].build(Session(path, "int8", None, img_size, in_chans, settings)).predict
+    predict = serving_runner(path, "int8", runtime, serving, spec, work_dir, serving.batch_sizes).predict
     checked = {}
     for batch in serving.batch_sizes:
         logits = torch.cat([predict(images) for images, _ in rebatched(loader, batch)])

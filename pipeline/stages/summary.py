@@ -107,7 +107,8 @@ def collect(students: dict[str, str], reports: Path, exports: Path, bench: dict)
     forms = {label: read_export(layout.export_dir(label, exports)).report["artefacts"]
              for label in [layout.TEACHER, *students]}
     result["deploy_lines"] = [p.line for p in chosen]
-    result["deploy_notes"] = {p.runtime: forms_said(p, forms) for p in chosen if forms_said(p, forms)}
+    notes = {p.runtime: forms_said(p, forms) for p in chosen}
+    result["deploy_notes"] = {runtime: lines for runtime, lines in notes.items() if lines}
     return result
 
 
